@@ -1,0 +1,55 @@
+//! Tidemark's sync engine: everything that *decides* something about sync, and nothing that
+//! does I/O.
+//!
+//! This crate performs no I/O whatsoever: no sockets, no files, no clock and no randomness of
+//! its own. The caller passes time (`now_ms`) and fresh ids in. That is what lets the server
+//! (`sync-server`), the browser SDK (`sync-wasm`) and the tests run the very same rules, and it
+//! is why the crate is `#![no_std]` (with `alloc`) and builds for `wasm32-unknown-unknown`.
+//!
+//! # Layout
+//!
+//! - [`names`]: what a legal app, owner, collection, object id and type look like.
+//! - [`json`]: [`JsonData`], an object's payload kept as validated JSON text, and its
+//!   nesting-depth guard.
+//! - [`object`]: [`Object`], the stored version of an object (or its tombstone) as it travels on
+//!   the wire, and the fast JSON writer for pull pages.
+//! - [`push`]: the push request, its strict parser and batch validation, and the answers.
+//! - [`pull`]: the pull query and its answer.
+//! - [`commit`]: the commit decision, a pure function of the collection head and the batch.
+//! - [`horizon`]: expiry, tombstone retention and how the horizon moves.
+//! - [`hash`]: the content hash of an object's data.
+//! - [`replica`]: the client-side replica state machine (inputs `handle_*`, outputs `poll_*`).
+//! - [`memory_store`]: an in-memory reference implementation of the server's contract, for tests
+//!   and for anyone who wants to see the whole protocol in a few hundred lines.
+//! - [`error`]: the error body every failed request answers with.
+//!
+//! # Invariants this crate enforces for every caller
+//!
+//! - Per collection, seqs are allocated gap-free and strictly increasing; a batch takes
+//!   consecutive seqs or none at all ([`commit::decide_push`]).
+//! - A `since` below the horizon can no longer be answered incrementally and gets
+//!   `reset_required` ([`commit::check_pull`]).
+//! - The replica never moves its cursor past data it has not handed to the application.
+#![no_std]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod commit;
+pub mod error;
+pub mod hash;
+pub mod horizon;
+pub mod json;
+pub mod memory_store;
+pub mod names;
+pub mod object;
+pub mod pull;
+pub mod push;
+pub mod replica;
+
+pub use commit::{check_pull, decide_push, Current, Decision, Head};
+pub use error::{ErrorBody, ErrorCode};
+pub use json::JsonData;
+pub use object::Object;
+pub use pull::{PullAnswer, PullQuery};
+pub use push::{Conflict, ConflictReason, Limits, PushObject, PushOk, PushRequest};

@@ -1,0 +1,575 @@
+//! Pushing a batch: the request, its strict parser, and the answers.
+//!
+//! The parser is the one place where the batch checks live (The Cut-Out's client-side checks,
+//! now enforced for every client): it reads each object on its own, field by field, so that
+//! every problem is reported with the object's index and the field's name, all at once.
+
+use crate::error::Detail;
+use crate::json::{JsonData, JsonDataError};
+use crate::names;
+use crate::object::Object;
+use alloc::collections::BTreeSet;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The server's size limits, reported by `GET /v1/info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// The most objects in one push.
+    pub max_batch: usize,
+    /// The largest `data` of one object, in bytes of JSON text.
+    pub max_object_bytes: usize,
+    /// The most objects in one pull page.
+    pub max_pull_limit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch: 1000,
+            max_object_bytes: 256 * 1024,
+            max_pull_limit: 10_000,
+        }
+    }
+}
+
+/// A validated push.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PushRequest {
+    /// The epoch the client believes in; a different current one means `reset_required`.
+    pub collection_id: Option<String>,
+    /// Collection-level check: reject the batch if anything was committed after this seq.
+    pub since: Option<u64>,
+    /// Idempotency key: a retry of a committed push replays the first answer.
+    pub push_id: Option<String>,
+    /// The objects, in the order they will take their seqs.
+    pub objects: Vec<PushObject>,
+}
+
+/// One write in a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushObject {
+    /// The object's id.
+    pub id: String,
+    /// Its type tag (`""` by default).
+    pub kind: String,
+    /// Object-level check: the object's current seq must equal this (`0`: must not exist, or
+    /// be a tombstone).
+    pub base_seq: Option<u64>,
+    /// What to write.
+    pub change: Change,
+}
+
+/// The write itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Create or replace the object's data.
+    Put {
+        /// The new data.
+        data: JsonData,
+        /// When it expires (unix ms).
+        expires: Option<u64>,
+    },
+    /// Delete the object, leaving a tombstone.
+    Delete,
+}
+
+impl PushObject {
+    /// The object this write produces once it is committed at `seq`.
+    pub fn to_object(&self, seq: u64) -> Object {
+        match &self.change {
+            Change::Put { data, expires } => Object {
+                id: self.id.clone(),
+                kind: self.kind.clone(),
+                seq,
+                deleted: false,
+                hash: Some(crate::hash::data_hash(data.as_str())),
+                data: Some(data.clone()),
+                expires: *expires,
+            },
+            Change::Delete => Object::tombstone(self.id.clone(), self.kind.clone(), seq),
+        }
+    }
+}
+
+/// Why a push body was refused before any storage was touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushParseError {
+    /// Not valid UTF-8 or not JSON of the right overall shape (`400 invalid_request`).
+    Malformed(String),
+    /// More objects than `max_batch` (`413 too_large`).
+    TooManyObjects {
+        /// How many were sent.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// One object's data is over `max_object_bytes` (`413 too_large`).
+    ObjectTooLarge {
+        /// The object's position in the batch.
+        index: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Field-level problems (`400 invalid_request`), every one of them.
+    Invalid(Vec<Detail>),
+}
+
+/// The top level of the body, with each part kept as raw text so that we can say precisely what
+/// is wrong with it.
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow, default)]
+    collection_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    push_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    objects: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawObject<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    base_seq: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    deleted: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    expires: Option<&'a RawValue>,
+}
+
+/// Collects field problems for one request.
+struct Problems(Vec<Detail>);
+
+impl Problems {
+    fn add(&mut self, index: Option<usize>, field: &str, message: impl Into<String>) {
+        self.0.push(Detail {
+            index,
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Reads an optional field as `T`; JSON `null` counts as absent.
+    fn field<'a, T: Deserialize<'a>>(
+        &mut self,
+        index: Option<usize>,
+        name: &str,
+        raw: Option<&'a RawValue>,
+        expected: &str,
+    ) -> Option<T> {
+        let raw = raw.filter(|r| r.get() != "null")?;
+        match serde_json::from_str::<T>(raw.get()) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.add(index, name, format!("must be {expected}"));
+                None
+            }
+        }
+    }
+}
+
+impl PushRequest {
+    /// Parses and validates a push body against `limits`.
+    ///
+    /// Nothing here depends on stored state; the commit decision comes afterwards.
+    pub fn parse(body: &[u8], limits: &Limits) -> Result<PushRequest, PushParseError> {
+        let text = core::str::from_utf8(body)
+            .map_err(|_| PushParseError::Malformed("the body is not valid UTF-8".to_string()))?;
+        if crate::json::nesting_depth(text) > crate::json::MAX_DEPTH + 3 {
+            return Err(PushParseError::Malformed(
+                "the body is nested too deeply".to_string(),
+            ));
+        }
+        let raw: RawRequest<'_> = serde_json::from_str(text).map_err(|e| {
+            PushParseError::Malformed(format!("the body is not a valid push request: {e}"))
+        })?;
+        let mut problems = Problems(Vec::new());
+
+        let collection_id: Option<String> =
+            problems.field(None, "collection_id", raw.collection_id, "a string");
+        if let Some(cid) = &collection_id {
+            if cid.is_empty() || cid.len() > 64 {
+                problems.add(None, "collection_id", "must be 1 to 64 characters");
+            }
+        }
+        let since: Option<u64> = problems.field(None, "since", raw.since, "a non-negative integer");
+        let push_id: Option<String> = problems.field(None, "push_id", raw.push_id, "a string");
+        if let Some(Err(e)) = push_id.as_deref().map(names::check_id) {
+            problems.add(None, "push_id", e.message());
+        }
+
+        let Some(objects_raw) = raw.objects else {
+            problems.add(None, "objects", "is required");
+            return Err(PushParseError::Invalid(problems.0));
+        };
+        let raw_objects: Vec<&RawValue> = match serde_json::from_str(objects_raw.get()) {
+            Ok(list) => list,
+            Err(_) => {
+                problems.add(None, "objects", "must be an array of objects");
+                return Err(PushParseError::Invalid(problems.0));
+            }
+        };
+        if raw_objects.len() > limits.max_batch {
+            return Err(PushParseError::TooManyObjects {
+                count: raw_objects.len(),
+                max: limits.max_batch,
+            });
+        }
+
+        let mut objects = Vec::with_capacity(raw_objects.len());
+        let mut seen = BTreeSet::new();
+        for (index, raw_object) in raw_objects.into_iter().enumerate() {
+            let at = Some(index);
+            let fields: RawObject<'_> = match serde_json::from_str(raw_object.get()) {
+                Ok(f) => f,
+                Err(e) => {
+                    problems.add(at, "", format!("must be a JSON object: {e}"));
+                    continue;
+                }
+            };
+            let id: Option<String> = problems.field(at, "id", fields.id, "a string");
+            match id.as_deref() {
+                None if fields.id.is_none_or(|r| r.get() == "null") => {
+                    problems.add(at, "id", "is required")
+                }
+                None => {}
+                Some(id) => {
+                    if let Err(e) = names::check_id(id) {
+                        problems.add(at, "id", e.message());
+                    } else if !seen.insert(id.to_string()) {
+                        problems.add(at, "id", "appears more than once in this batch");
+                    }
+                }
+            }
+            let kind: String = problems
+                .field(at, "type", fields.kind, "a string")
+                .unwrap_or_default();
+            if let Err(e) = names::check_type(&kind) {
+                problems.add(at, "type", e.message());
+            }
+            let base_seq: Option<u64> =
+                problems.field(at, "base_seq", fields.base_seq, "a non-negative integer");
+            let deleted: bool = problems
+                .field(at, "deleted", fields.deleted, "true or false")
+                .unwrap_or(false);
+            let expires: Option<u64> =
+                problems.field(at, "expires", fields.expires, "a unix time in milliseconds");
+            let data = fields.data.filter(|r| r.get() != "null");
+
+            let change = if deleted {
+                if data.is_some() {
+                    problems.add(
+                        at,
+                        "data",
+                        "a tombstone (deleted: true) must not carry data",
+                    );
+                }
+                if expires.is_some() {
+                    problems.add(at, "expires", "a tombstone (deleted: true) cannot expire");
+                }
+                Some(Change::Delete)
+            } else {
+                match data {
+                    None => {
+                        problems.add(at, "data", "is required unless deleted is true");
+                        None
+                    }
+                    Some(raw_data) if raw_data.get().len() > limits.max_object_bytes => {
+                        return Err(PushParseError::ObjectTooLarge {
+                            index,
+                            max: limits.max_object_bytes,
+                        });
+                    }
+                    Some(raw_data) => match JsonData::parse(raw_data.get()) {
+                        Ok(data) => Some(Change::Put { data, expires }),
+                        Err(JsonDataError::TooDeep) => {
+                            problems.add(at, "data", "is nested too deeply");
+                            None
+                        }
+                        Err(JsonDataError::Syntax) => {
+                            problems.add(at, "data", "is not valid JSON");
+                            None
+                        }
+                    },
+                }
+            };
+            if let (Some(id), Some(change)) = (id, change) {
+                objects.push(PushObject {
+                    id,
+                    kind,
+                    base_seq,
+                    change,
+                });
+            }
+        }
+        if !problems.0.is_empty() {
+            return Err(PushParseError::Invalid(problems.0));
+        }
+        Ok(PushRequest {
+            collection_id,
+            since,
+            push_id,
+            objects,
+        })
+    }
+
+    /// The request as JSON, as a client sends it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&WireRequest::from(self)).expect("a push request always serialises")
+    }
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collection_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push_id: Option<&'a str>,
+    objects: Vec<WireObject<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireObject<'a> {
+    id: &'a str,
+    #[serde(rename = "type", skip_serializing_if = "str::is_empty")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_seq: Option<u64>,
+    #[serde(skip_serializing_if = "core::ops::Not::not")]
+    deleted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a JsonData>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
+}
+
+impl<'a> From<&'a PushRequest> for WireRequest<'a> {
+    fn from(req: &'a PushRequest) -> Self {
+        WireRequest {
+            collection_id: req.collection_id.as_deref(),
+            since: req.since,
+            push_id: req.push_id.as_deref(),
+            objects: req
+                .objects
+                .iter()
+                .map(|o| {
+                    let (deleted, data, expires) = match &o.change {
+                        Change::Put { data, expires } => (false, Some(data), *expires),
+                        Change::Delete => (true, None, None),
+                    };
+                    WireObject {
+                        id: &o.id,
+                        kind: &o.kind,
+                        base_seq: o.base_seq,
+                        deleted,
+                        data,
+                        expires,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `200`: the batch is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushOk {
+    /// The collection's epoch (new if this push created the collection).
+    pub collection_id: String,
+    /// One seq per object, in batch order.
+    pub seqs: Vec<u64>,
+    /// The collection's `last_seq` right after this commit.
+    pub until: u64,
+    /// True when this answer is the replay of an earlier commit with the same `push_id`.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub replayed: bool,
+}
+
+/// Why an object of a batch conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictReason {
+    /// The object's current seq is not the `base_seq` the client sent.
+    StaleBase,
+    /// Something was committed to the collection after the client's `since`.
+    CollectionChanged,
+}
+
+/// One conflicting object of a rejected batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The object's id.
+    pub id: String,
+    /// Why it conflicts.
+    pub reason: ConflictReason,
+    /// The server's current version, or `null` if it has none.
+    pub server: Option<Object>,
+}
+
+/// `409`: nothing was applied. The body carries what the client needs to merge in one round
+/// trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictAnswer {
+    /// Always `conflict`.
+    pub error: crate::error::ErrorCode,
+    /// A sentence for a person.
+    pub message: String,
+    /// The collection's epoch.
+    pub collection_id: Option<String>,
+    /// The seq up to which `changes` bring the client.
+    pub until: u64,
+    /// The conflicting objects.
+    pub conflicts: Vec<Conflict>,
+    /// The changes after the request's `since` (or after the lowest conflicting `base_seq`),
+    /// at most a pull page of them.
+    pub changes: Vec<Object>,
+    /// True if there are more changes after `until`.
+    pub more: bool,
+}
+
+/// `410`: the client must drop its cursor and resync from 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetAnswer {
+    /// Always `reset_required`.
+    pub error: crate::error::ErrorCode,
+    /// A sentence for a person.
+    pub message: String,
+    /// The current epoch (`null` if the collection does not exist).
+    pub collection_id: Option<String>,
+    /// The current horizon.
+    pub horizon: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<PushRequest, PushParseError> {
+        PushRequest::parse(body.as_bytes(), &Limits::default())
+    }
+
+    fn details(body: &str) -> Vec<(Option<usize>, String)> {
+        match parse(body) {
+            Err(PushParseError::Invalid(d)) => d.into_iter().map(|d| (d.index, d.field)).collect(),
+            other => panic!("expected field problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_batch_round_trips() {
+        let body = r#"{"collection_id":"c1","since":41,"push_id":"client-7:19",
+          "objects":[{"id":"a","type":"todo","base_seq":12,"data":{"title":"x"}},
+                     {"id":"b","deleted":true,"base_seq":40}]}"#;
+        let req = parse(body).unwrap();
+        assert_eq!(req.since, Some(41));
+        assert_eq!(req.objects.len(), 2);
+        assert_eq!(req.objects[1].change, Change::Delete);
+        assert_eq!(parse(&req.to_json()).unwrap(), req);
+    }
+
+    #[test]
+    fn every_problem_names_index_and_field() {
+        let body = r#"{"objects":[
+            {"id":"a","data":1},
+            {"id":"a","data":2},
+            {"data":3},
+            {"id":"","data":4},
+            {"id":"t","deleted":true,"data":5},
+            {"id":7,"data":6},
+            {"id":"x","base_seq":"1","data":7},
+            {"id":"y"}
+        ]}"#;
+        assert_eq!(
+            details(body),
+            [
+                (Some(1), "id".to_string()),
+                (Some(2), "id".to_string()),
+                (Some(3), "id".to_string()),
+                (Some(4), "data".to_string()),
+                (Some(5), "id".to_string()),
+                (Some(6), "base_seq".to_string()),
+                (Some(7), "data".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_over_256_bytes_or_with_control_characters_are_refused() {
+        let long = "x".repeat(257);
+        let body =
+            format!(r#"{{"objects":[{{"id":"{long}","data":1}},{{"id":"a\u0007","data":1}}]}}"#);
+        assert_eq!(
+            details(&body),
+            [(Some(0), "id".to_string()), (Some(1), "id".to_string())]
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let limits = Limits {
+            max_batch: 2,
+            max_object_bytes: 10,
+            ..Limits::default()
+        };
+        let three = r#"{"objects":[{"id":"a","data":1},{"id":"b","data":1},{"id":"c","data":1}]}"#;
+        assert_eq!(
+            PushRequest::parse(three.as_bytes(), &limits),
+            Err(PushParseError::TooManyObjects { count: 3, max: 2 })
+        );
+        let big = r#"{"objects":[{"id":"a","data":"0123456789"}]}"#;
+        assert_eq!(
+            PushRequest::parse(big.as_bytes(), &limits),
+            Err(PushParseError::ObjectTooLarge { index: 0, max: 10 })
+        );
+    }
+
+    #[test]
+    fn malformed_bodies() {
+        for body in [
+            &b"not json"[..],
+            b"[]",
+            b"{\"objects\":1",
+            b"\xff\xfe",
+            b"{\"objects\":[],\"objects\":[]}",
+        ] {
+            assert!(
+                matches!(
+                    PushRequest::parse(body, &Limits::default()),
+                    Err(PushParseError::Malformed(_))
+                ),
+                "{:?}",
+                core::str::from_utf8(body)
+            );
+        }
+        let deep = format!(
+            "{{\"objects\":[{{\"id\":\"a\",\"data\":{}{}}}]}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(parse(&deep), Err(PushParseError::Malformed(_))));
+        assert_eq!(
+            details(r#"{"objects":{}}"#),
+            [(None, "objects".to_string())]
+        );
+        assert_eq!(
+            details(r#"{"since":-1,"objects":[]}"#),
+            [(None, "since".to_string())]
+        );
+    }
+}

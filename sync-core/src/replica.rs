@@ -1,0 +1,1 @@
+//! The client replica state machine (placeholder while the engine lands).
