@@ -1,0 +1,180 @@
+//! One error type for every handler, answering in the contract's JSON shape.
+//!
+//! Internal detail (SQL errors, panics) is logged with the request's span and never returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sync_core::error::Detail;
+use sync_core::push::{ConflictAnswer, PushParseError, ResetAnswer};
+use sync_core::{ErrorBody, ErrorCode};
+
+use crate::store::StoreError;
+
+/// Seconds a client is asked to wait after a 503.
+const UNAVAILABLE_RETRY_AFTER_S: u32 = 2;
+
+/// Everything a handler can answer besides success.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 with the places that are wrong.
+    Invalid { message: String, details: Vec<Detail> },
+    /// 401.
+    Unauthorized(&'static str),
+    /// 403.
+    Forbidden(&'static str),
+    /// 413.
+    TooLarge(String),
+    /// 409, with what the client needs to merge.
+    Conflict(Box<ConflictAnswer>),
+    /// 410.
+    Reset(ResetAnswer),
+    /// 503: the store cannot serve right now.
+    Unavailable(String),
+    /// 507: out of disk.
+    InsufficientStorage,
+    /// 500: a bug. The text is logged, not returned.
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 about one field outside any object.
+    pub fn invalid_field(field: &str, message: &str) -> ApiError {
+        ApiError::Invalid {
+            message: format!("{field} {message}"),
+            details: vec![Detail { index: None, field: field.into(), message: message.into() }],
+        }
+    }
+}
+
+impl From<PushParseError> for ApiError {
+    fn from(e: PushParseError) -> ApiError {
+        match e {
+            PushParseError::Malformed(message) => ApiError::Invalid { message, details: vec![] },
+            PushParseError::TooManyObjects { count, max } => {
+                ApiError::TooLarge(format!("the batch has {count} objects; at most {max} are allowed"))
+            }
+            PushParseError::ObjectTooLarge { index, max } => {
+                ApiError::TooLarge(format!("object {index}: data is over {max} bytes"))
+            }
+            PushParseError::Invalid(details) => ApiError::Invalid {
+                message: format!("the batch has {} problem(s); see details", details.len()),
+                details,
+            },
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Full => ApiError::InsufficientStorage,
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::Invalid { message, details } => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody { error: ErrorCode::InvalidRequest, message, details },
+            ),
+            ApiError::Unauthorized(message) => {
+                let mut response =
+                    error_response(StatusCode::UNAUTHORIZED, ErrorBody::new(ErrorCode::Unauthorized, message));
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tidemark\""));
+                return response;
+            }
+            ApiError::Forbidden(message) => {
+                (StatusCode::FORBIDDEN, ErrorBody::new(ErrorCode::Forbidden, message))
+            }
+            ApiError::TooLarge(message) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::new(ErrorCode::TooLarge, message))
+            }
+            ApiError::Conflict(answer) => return json_response(StatusCode::CONFLICT, &*answer),
+            ApiError::Reset(answer) => return json_response(StatusCode::GONE, &answer),
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                let mut response = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorBody::new(ErrorCode::Unavailable, "the server cannot serve this right now; retry later"),
+                );
+                response.headers_mut().insert(header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_S.into());
+                return response;
+            }
+            ApiError::InsufficientStorage => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorBody::new(ErrorCode::InsufficientStorage, "the server is out of storage space; nothing was written"),
+            ),
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorBody::new(ErrorCode::Internal, "internal error; the server log has the details"),
+                )
+            }
+        };
+        error_response(status, body)
+    }
+}
+
+/// A JSON answer with any serialisable body.
+pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => json_text_response(status, text),
+        Err(e) => ApiError::Internal(format!("serialising an answer: {e}")).into_response(),
+    }
+}
+
+/// A JSON answer whose text is already written.
+pub fn json_text_response(status: StatusCode, text: String) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], text).into_response()
+}
+
+fn error_response(status: StatusCode, body: ErrorBody) -> Response {
+    json_response(status, &body)
+}
+
+/// The error code the contract uses for a status that some layer (the router, the body limit,
+/// the timeout) produced without a body of our shape.
+pub fn code_for_status(status: StatusCode) -> (ErrorCode, &'static str) {
+    match status {
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "this method is not allowed here"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::TooLarge, "the request body is over the limit"),
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::Unavailable, "the request took too long"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "the body must be JSON"),
+        s if s.is_client_error() => (ErrorCode::InvalidRequest, "the request is not valid"),
+        _ => (ErrorCode::Internal, "internal error; the server log has the details"),
+    }
+}
+
+/// Middleware: gives every error answer that lacks one the contract's JSON body.
+///
+/// Layers outside our handlers (routing, tower-http's body limit and timeout, panics) answer
+/// with empty or plain-text bodies; clients should never have to parse two shapes.
+pub async fn ensure_json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let (code, message) = code_for_status(status);
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut fixed = json_response(status, &ErrorBody::new(code, message));
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
+}

@@ -1,0 +1,106 @@
+//! Tidemark's sync server: the wire contract over HTTP, on embedded SQLite.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and environment variables ([`config::Config`]).
+//! - [`auth`]: bearer tokens to user ids ([`auth::Caller`]).
+//! - [`error`]: [`error::ApiError`], the one error type, and the middleware that gives every
+//!   error answer the contract's JSON shape.
+//! - [`routes`]: one module per resource (`info`, `data`), merged in [`app`].
+//! - [`store`]: the [`store::Store`] trait and its SQLite backend (group commit, WAL).
+//! - [`sweeper`]: the background task that expires objects and purges old tombstones.
+//!
+//! `main.rs` only parses the configuration and calls [`serve`]. Tests call [`app`] directly
+//! where a socket is not the point, and otherwise run the real binary.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod store;
+pub mod sweeper;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use sync_core::Limits;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where collections live.
+    pub store: Arc<dyn Store>,
+    /// The configuration the server started with.
+    pub config: Arc<Config>,
+    /// How tokens are checked.
+    pub auth: Arc<Authenticator>,
+    /// The size limits, as the core enforces them.
+    pub limits: Limits,
+}
+
+impl AppState {
+    /// Builds the state from a configuration and an open store.
+    pub fn new(config: Config, store: Arc<dyn Store>) -> anyhow::Result<AppState> {
+        let mode = config.auth_mode().map_err(anyhow::Error::msg)?;
+        let auth = Authenticator::new(mode, config.jwt_secret.as_deref());
+        Ok(AppState { store, limits: config.limits(), auth: Arc::new(auth), config: Arc::new(config) })
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Opens the store, serves until `shutdown` resolves, lets in-flight requests finish, then
+/// closes the database cleanly.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(
+        store::sqlite::SqliteStore::open(&config.data)
+            .map_err(|e| anyhow::anyhow!("opening the database in {}: {e:?}", config.data.display()))?,
+    );
+    let state = AppState::new(config.clone(), store.clone())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find an ephemeral port.
+    println!("tidemark listening on http://{addr}");
+    tracing::info!(%addr, data = %config.data.display(), auth = ?state.config.auth_mode(), "serving");
+
+    let sweeper = tokio::spawn(sweeper::run(store.clone(), config.sweep_interval, config.tombstone_retention));
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    sweeper.abort();
+    store.close().await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
