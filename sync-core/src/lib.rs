@@ -18,9 +18,12 @@
 //! - [`commit`]: the commit decision, a pure function of the collection head and the batch.
 //! - [`horizon`]: expiry, tombstone retention and how the horizon moves.
 //! - [`hash`]: the content hash of an object's data.
-//! - [`replica`]: the client-side replica state machine (inputs `handle_*`, outputs `poll_*`).
+//! - [`replica`]: [`Replica`], the client-side state machine: the cursor, the pending queue of
+//!   local edits and the in-flight push; inputs are local edits, `start_sync`,
+//!   `handle_response` and `resolve`, outputs are `poll_request` and `poll_event`.
 //! - [`memory_store`]: an in-memory reference implementation of the server's contract, for tests
 //!   and for anyone who wants to see the whole protocol in a few hundred lines.
+//! - [`acl`]: sharing: roles (owner, writer, creator, reader) and the creators' authorship rule.
 //! - [`error`]: the error body every failed request answers with.
 //!
 //! # Invariants this crate enforces for every caller
@@ -28,13 +31,16 @@
 //! - Per collection, seqs are allocated gap-free and strictly increasing; a batch takes
 //!   consecutive seqs or none at all ([`commit::decide_push`]).
 //! - A `since` below the horizon can no longer be answered incrementally and gets
-//!   `reset_required` ([`commit::check_pull`]).
+//!   `reset_required` ([`commit::check_pull`]), unless the client is paging through a full
+//!   sync and echoes the horizon, still unchanged, that its first page carried.
+//! - Every purge moves the horizon strictly up ([`horizon::purge_up_to`]).
 //! - The replica never moves its cursor past data it has not handed to the application.
 #![no_std]
 #![warn(missing_docs)]
 
 extern crate alloc;
 
+pub mod acl;
 pub mod commit;
 pub mod error;
 pub mod hash;
@@ -53,3 +59,7 @@ pub use json::JsonData;
 pub use object::Object;
 pub use pull::{PullAnswer, PullQuery};
 pub use push::{Conflict, ConflictReason, Limits, PushObject, PushOk, PushRequest};
+pub use replica::{
+    Config, ConflictOutcome, ConflictPolicy, Failure, PendingChange, Replica, ReplicaEvent,
+    ReplicaState, Request, Resolution, Response, SavedObject,
+};

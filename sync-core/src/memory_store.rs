@@ -61,7 +61,7 @@ impl MemoryCollection {
 
     /// `GET …/{collection}?since&limit&type|exclude`.
     pub fn pull(&self, query: &PullQuery) -> Result<PullAnswer, ResetAnswer> {
-        check_pull(&self.head, query.since).map_err(|_| self.reset_answer())?;
+        check_pull(&self.head, query.since, query.horizon).map_err(|_| self.reset_answer())?;
         let fetched = self
             .by_seq
             .range(query.since + 1..)
@@ -185,7 +185,8 @@ impl MemoryCollection {
     }
 
     /// The sweeper: expired objects become tombstones (each a new write, so clients hear of
-    /// them), then tombstones older than the retention window are purged and the horizon moves.
+    /// them), then tombstones older than the retention window are purged, with every younger
+    /// tombstone below the highest of them, and the horizon moves up to that one.
     pub fn sweep(&mut self, now_ms: u64, retention_ms: u64) {
         let expired: Vec<String> = self
             .by_seq
@@ -205,19 +206,29 @@ impl MemoryCollection {
             self.objects
                 .insert(id, (Object::tombstone(old.id, old.kind, seq), now_ms));
         }
+        // Every tombstone up to the highest old one goes, younger ones included, so that the
+        // horizon moves whenever anything is purged ([`horizon::purge_up_to`]).
         let cutoff = horizon::purge_before(now_ms, retention_ms);
-        let purged: Vec<(String, u64)> = self
-            .objects
-            .iter()
-            .filter(|(_, (o, written))| o.deleted && *written < cutoff)
-            .map(|(id, (o, _))| (id.clone(), o.seq))
+        let up_to = horizon::purge_up_to(
+            self.objects
+                .values()
+                .filter(|(o, written)| o.deleted && *written < cutoff)
+                .map(|(o, _)| o.seq),
+        );
+        let Some(up_to) = up_to else {
+            return;
+        };
+        let purged: Vec<u64> = self
+            .by_seq
+            .range(..=up_to)
+            .filter(|(_, id)| self.objects[*id].0.deleted)
+            .map(|(seq, _)| *seq)
             .collect();
-        let max_purged = purged.iter().map(|(_, seq)| *seq).max();
-        for (id, seq) in purged {
+        for seq in purged {
+            let id = self.by_seq.remove(&seq).expect("listed above");
             self.objects.remove(&id);
-            self.by_seq.remove(&seq);
         }
-        self.head.horizon = horizon::horizon_after_purge(self.head.horizon, max_purged);
+        self.head.horizon = horizon::horizon_after_purge(self.head.horizon, Some(up_to));
     }
 
     fn reset_answer(&self) -> ResetAnswer {
@@ -228,5 +239,118 @@ impl MemoryCollection {
             collection_id: self.head.collection_id.clone(),
             horizon: self.head.horizon,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::JsonData;
+    use crate::push::{Change, PushObject};
+    use alloc::vec;
+
+    /// Writes `id` over whatever is there, at `now_ms`; returns its seq.
+    fn write(store: &mut MemoryCollection, id: &str, change: Change, now_ms: u64) -> u64 {
+        let request = PushRequest {
+            objects: vec![PushObject {
+                id: id.to_string(),
+                kind: String::new(),
+                base_seq: None,
+                change,
+            }],
+            ..PushRequest::default()
+        };
+        match store.push(&request, now_ms, || "e1".to_string()) {
+            PushOutcome::Committed(ok) => ok.seqs[0],
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn put() -> Change {
+        Change::Put {
+            data: JsonData::parse("1").unwrap(),
+            expires: None,
+        }
+    }
+
+    fn seqs(store: &MemoryCollection) -> Vec<u64> {
+        store.objects().map(|o| o.seq).collect()
+    }
+
+    fn pull(store: &MemoryCollection, since: u64, horizon: Option<u64>) -> Option<PullAnswer> {
+        let query = PullQuery {
+            since,
+            limit: 2,
+            horizon,
+            ..PullQuery::default()
+        };
+        store.pull(&query).ok()
+    }
+
+    #[test]
+    fn a_purge_takes_younger_tombstones_below_the_highest_old_one() {
+        let mut store = MemoryCollection::new(3);
+        write(&mut store, "young", put(), 0);
+        // A clock step back: the later delete carries the older timestamp.
+        assert_eq!(write(&mut store, "young", Change::Delete, 50), 2);
+        write(&mut store, "old", put(), 0);
+        assert_eq!(write(&mut store, "old", Change::Delete, 10), 4);
+        write(&mut store, "live", put(), 60);
+        write(&mut store, "newer", put(), 0);
+        assert_eq!(write(&mut store, "newer", Change::Delete, 55), 7);
+
+        store.sweep(30, 10);
+        assert_eq!(store.head().horizon, 4);
+        assert_eq!(
+            seqs(&store),
+            [5, 7],
+            "the young tombstone at 2 went with the old one at 4; the one at 7 stays"
+        );
+    }
+
+    #[test]
+    fn every_purge_moves_the_horizon_up() {
+        let mut store = MemoryCollection::new(3);
+        write(&mut store, "a", put(), 0);
+        write(&mut store, "a", Change::Delete, 0);
+        store.sweep(100, 10);
+        assert_eq!((store.head().horizon, seqs(&store)), (2, vec![]));
+        store.sweep(200, 10);
+        assert_eq!(store.head().horizon, 2, "nothing purged, nothing moved");
+        write(&mut store, "b", put(), 150);
+        write(&mut store, "b", Change::Delete, 300);
+        store.sweep(305, 10);
+        assert_eq!(store.head().horizon, 2, "too young");
+        store.sweep(400, 10);
+        assert_eq!((store.head().horizon, seqs(&store)), (4, vec![]));
+    }
+
+    #[test]
+    fn a_full_sync_pages_past_the_horizon_while_it_holds() {
+        let mut store = MemoryCollection::new(3);
+        for id in ["a", "b", "c", "d", "e"] {
+            write(&mut store, id, put(), 0);
+        }
+        write(&mut store, "gone", put(), 0);
+        write(&mut store, "gone", Change::Delete, 0);
+        store.sweep(100, 10);
+        assert_eq!(store.head().horizon, 7);
+
+        let first = pull(&store, 0, None).unwrap();
+        assert_eq!((first.until, first.more, first.horizon), (2, true, 7));
+        assert!(
+            pull(&store, 2, None).is_none(),
+            "below the horizon, no echo"
+        );
+        let second = pull(&store, 2, Some(7)).unwrap();
+        assert_eq!((second.until, second.more), (4, true));
+
+        // A delete after the first page, purged: the horizon moves and the echo no longer
+        // holds, so the client cannot miss it.
+        write(&mut store, "a", Change::Delete, 100);
+        store.sweep(200, 10);
+        assert_eq!(store.head().horizon, 8);
+        assert!(pull(&store, 4, Some(7)).is_none());
+        assert!(pull(&store, 0, None).is_some());
     }
 }

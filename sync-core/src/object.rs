@@ -31,6 +31,9 @@ pub struct Object {
     /// The server's content hash of `data` (see [`crate::hash`]); absent on tombstones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// Who created the object (see [`crate::acl`]); set by servers that record authors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -48,6 +51,7 @@ impl Object {
             data: None,
             expires: None,
             hash: None,
+            author: None,
         }
     }
 
@@ -74,6 +78,10 @@ impl Object {
         if let Some(hash) = &self.hash {
             out.push_str(",\"hash\":");
             write_json_string(out, hash);
+        }
+        if let Some(author) = &self.author {
+            out.push_str(",\"author\":");
+            write_json_string(out, author);
         }
         out.push('}');
     }
@@ -122,6 +130,7 @@ mod tests {
             data: Some(JsonData::parse(r#"{"x":[1,"y"]}"#).unwrap()),
             expires: Some(1_700_000_000_000),
             hash: Some("ab".to_string()),
+            author: Some("ann\u{7f}".to_string()),
         }
     }
 

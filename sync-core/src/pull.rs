@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// The most `type` or `exclude` values one pull may name.
 pub const MAX_TYPE_FILTERS: usize = 32;
 
-/// A validated pull query: `?since=N&limit=L[&type=T…|&exclude=T…]`.
+/// A validated pull query: `?since=N&limit=L[&horizon=H][&type=T…|&exclude=T…]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PullQuery {
     /// Return objects with `seq > since`.
@@ -23,6 +23,10 @@ pub struct PullQuery {
     pub types: Vec<String>,
     /// All types but these.
     pub exclude: Vec<String>,
+    /// The `horizon` the first page of this client's full sync (from `since = 0`) carried,
+    /// echoed on the following pages: while it is still the collection's horizon, a `since`
+    /// below it can be answered ([`crate::horizon::since_is_answerable`]). `None`: not sent.
+    pub horizon: Option<u64>,
 }
 
 impl PullQuery {
@@ -56,6 +60,10 @@ impl PullQuery {
                         format!("must be an integer from 1 to {}", limits.max_pull_limit),
                     ),
                     Ok(v) => query.limit = v.min(limits.max_pull_limit),
+                },
+                "horizon" => match value.parse::<u64>() {
+                    Ok(v) => query.horizon = Some(v),
+                    Err(_) => bad("horizon", "must be a non-negative integer".to_string()),
                 },
                 "type" => query.types.push(value.to_string()),
                 "exclude" => query.exclude.push(value.to_string()),
@@ -191,6 +199,20 @@ mod tests {
     }
 
     #[test]
+    fn the_echoed_horizon_is_parsed_and_checked() {
+        let limits = Limits::default();
+        let none = PullQuery::from_pairs([("since", "3")], &limits).unwrap();
+        assert_eq!(none.horizon, None);
+        let echoed = PullQuery::from_pairs([("since", "3"), ("horizon", "9")], &limits).unwrap();
+        assert_eq!(echoed.horizon, Some(9));
+        for bad in ["-1", "x", "", "1.5"] {
+            let problems = PullQuery::from_pairs([("horizon", bad)], &limits).unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad:?}");
+            assert_eq!(problems[0].field, "horizon");
+        }
+    }
+
+    #[test]
     fn paging_and_json() {
         let obj = |seq| Object {
             id: format!("o{seq}"),
@@ -200,6 +222,7 @@ mod tests {
             data: Some(JsonData::parse("{}").unwrap()),
             expires: None,
             hash: Some("h".into()),
+            author: None,
         };
         let page = PullAnswer::page(
             Some("c".into()),

@@ -15,6 +15,11 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+/// The latest `expires` accepted: 9999-12-31T23:59:59.999Z. Later values are surely
+/// mistakes (seconds sent as milliseconds times a thousand, `u64::MAX`), and they would not fit
+/// the signed 64-bit columns of SQL stores.
+pub const MAX_EXPIRES_MS: u64 = 253_402_300_799_999;
+
 /// The server's size limits, reported by `GET /v1/info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -92,6 +97,7 @@ impl PushObject {
                 hash: Some(crate::hash::data_hash(data.as_str())),
                 data: Some(data.clone()),
                 expires: *expires,
+                author: None,
             },
             Change::Delete => Object::tombstone(self.id.clone(), self.kind.clone(), seq),
         }
@@ -189,7 +195,9 @@ impl PushRequest {
     pub fn parse(body: &[u8], limits: &Limits) -> Result<PushRequest, PushParseError> {
         let text = core::str::from_utf8(body)
             .map_err(|_| PushParseError::Malformed("the body is not valid UTF-8".to_string()))?;
-        if crate::json::nesting_depth(text) > crate::json::MAX_DEPTH + 3 {
+        // A cheap guard against pathological nesting before any parser runs; deep but plausible
+        // data still reaches the field check below, which names the object and the field.
+        if crate::json::nesting_depth(text) > crate::json::MAX_DEPTH + 16 {
             return Err(PushParseError::Malformed(
                 "the body is nested too deeply".to_string(),
             ));
@@ -268,6 +276,13 @@ impl PushRequest {
                 .unwrap_or(false);
             let expires: Option<u64> =
                 problems.field(at, "expires", fields.expires, "a unix time in milliseconds");
+            if expires.is_some_and(|e| e > MAX_EXPIRES_MS) {
+                problems.add(
+                    at,
+                    "expires",
+                    "must be a unix time in milliseconds before the year 10000",
+                );
+            }
             let data = fields.data.filter(|r| r.get() != "null");
 
             let change = if deleted {
@@ -571,5 +586,25 @@ mod tests {
             details(r#"{"since":-1,"objects":[]}"#),
             [(None, "since".to_string())]
         );
+    }
+
+    #[test]
+    fn expiries_past_the_year_9999_are_refused() {
+        let body = format!(
+            r#"{{"objects":[{{"id":"a","data":1,"expires":{}}},{{"id":"b","data":1,"expires":{MAX_EXPIRES_MS}}}]}}"#,
+            u64::MAX
+        );
+        assert_eq!(details(&body), [(Some(0), "expires".to_string())]);
+    }
+
+    #[test]
+    fn data_nested_a_little_too_deep_gets_a_field_detail() {
+        let deep = format!(
+            "{}{}",
+            "[".repeat(crate::json::MAX_DEPTH + 1),
+            "]".repeat(crate::json::MAX_DEPTH + 1)
+        );
+        let body = format!(r#"{{"objects":[{{"id":"a","data":{deep}}}]}}"#);
+        assert_eq!(details(&body), [(Some(0), "data".to_string())]);
     }
 }

@@ -10,6 +10,10 @@
 //!
 //! - The **cursor**: every change up to this seq has been handed to the application.
 //! - The **epoch** (`collection_id`) the cursor belongs to.
+//! - The **paging horizon**: during a full sync (a run of pages from cursor 0), the horizon
+//!   its first page carried. It goes out with every following page while the cursor is below
+//!   it, so the server can go on answering below its horizon as long as nothing was purged
+//!   in between.
 //! - The **pending queue**: local edits the server has not acknowledged yet, each with the
 //!   `base_seq` of the server version it was edited from.
 //! - The **in-flight push**: the exact push last sent whose answer is not known. It is resent,
@@ -48,7 +52,9 @@
 //!
 //! 1. Resend the in-flight push, if there is one.
 //! 2. Pull pages from the cursor until `more` is false. A pulled object whose id has a pending
-//!    edit is a conflict (someone else wrote it), unless both say the same thing.
+//!    edit is a conflict (someone else wrote it), unless both say the same thing. A run that
+//!    starts from cursor 0 echoes its first page's `horizon` on the next pages (see
+//!    [`ReplicaState::paging_horizon`]).
 //! 3. Push the pending queue, up to `max_batch` objects a request, each with its `base_seq`,
 //!    and the request with `since = cursor`. An accepted push therefore took exactly the seqs
 //!    `cursor+1..=until`: the replica moves its cursor over them and never pulls its own
@@ -125,6 +131,12 @@ pub struct ReplicaState {
     /// the push's JSON text, so any serde format (and any reader) can carry it.
     #[serde(default, with = "in_flight_json")]
     pub in_flight: Option<PushRequest>,
+    /// During a full sync (pages from cursor 0 while `more` is true), the `horizon` its first
+    /// page carried; sent as the pull's `horizon` while the cursor is below it. Persisted so
+    /// that a full sync interrupted by a reload goes on instead of starting over; absent in
+    /// states written before it existed.
+    #[serde(default)]
+    pub paging_horizon: Option<u64>,
 }
 
 /// `in_flight` as the push's own JSON text, parsed back with the strict push parser.
@@ -178,12 +190,15 @@ pub struct PendingChange {
 /// The next request to send. Exactly one is outstanding at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// `GET …/{collection}?since={since}&limit={limit}`.
+    /// `GET …/{collection}?since={since}&limit={limit}[&horizon={horizon}]`.
     Pull {
         /// The cursor.
         since: u64,
         /// The page size.
         limit: usize,
+        /// The horizon a full sync started with, echoed while the cursor is below it; `None`:
+        /// leave the parameter out.
+        horizon: Option<u64>,
     },
     /// `POST …/{collection}` with [`PushRequest::to_json`] as the body.
     Push(PushRequest),
@@ -387,6 +402,8 @@ pub struct Replica {
     cursor: u64,
     next_push_number: u64,
     in_flight: Option<PushRequest>,
+    /// See [`ReplicaState::paging_horizon`].
+    paging_horizon: Option<u64>,
     /// By id, so a later edit of the same object replaces the earlier one, and batches go out
     /// in a stable order.
     pending: BTreeMap<String, PendingChange>,
@@ -438,6 +455,8 @@ struct Held {
     collection_id: Option<String>,
     /// The cursor once the page is handed over.
     until: u64,
+    /// The paging horizon once the page is handed over.
+    paging_horizon: Option<u64>,
     /// What the application receives.
     objects: Vec<Object>,
     /// Ids met in this page, so that a conflict answer's entry for the same object is not
@@ -460,6 +479,7 @@ impl Replica {
                 cursor: 0,
                 next_push_number: 1,
                 in_flight: None,
+                paging_horizon: None,
             },
             config,
         )
@@ -475,6 +495,7 @@ impl Replica {
             cursor: state.cursor,
             next_push_number: state.next_push_number,
             in_flight: state.in_flight,
+            paging_horizon: state.paging_horizon,
             pending: BTreeMap::new(),
             cycle: None,
             events: VecDeque::new(),
@@ -490,6 +511,7 @@ impl Replica {
             cursor: self.cursor,
             next_push_number: self.next_push_number,
             in_flight: self.in_flight.clone(),
+            paging_horizon: self.paging_horizon,
         }
     }
 
@@ -719,6 +741,9 @@ impl Replica {
                 Request::Pull {
                     since: self.cursor,
                     limit: self.config.pull_limit,
+                    horizon: self
+                        .paging_horizon
+                        .filter(|h| (1..*h).contains(&self.cursor)),
                 },
                 Sent::Pull { since: self.cursor },
             ),
@@ -805,15 +830,19 @@ impl Replica {
         if page.more && page.until <= since {
             return self.fail(Failure::Protocol("the page says more but did not move"));
         }
-        let then = if page.more { Next::Pull } else { Next::Push };
-        self.apply_changes(
-            page.collection_id,
-            page.until,
-            page.objects,
-            Vec::new(),
-            page.more,
-            then,
-        );
+        let held = Held {
+            collection_id: page.collection_id,
+            until: page.until,
+            // A full sync remembers where the horizon was when it began, until it ends.
+            paging_horizon: match (page.more, since) {
+                (false, _) => None,
+                (true, 0) => Some(page.horizon),
+                (true, _) => self.paging_horizon,
+            },
+            then: if page.more { Next::Pull } else { Next::Push },
+            ..Held::empty()
+        };
+        self.apply_changes(held, page.objects, Vec::new(), page.more);
     }
 
     fn on_pushed(&mut self, resend: bool, ok: PushOk) {
@@ -890,21 +919,22 @@ impl Replica {
             .filter(|c| c.reason == ConflictReason::StaleBase)
             .map(|c| (c.id, c.server))
             .collect();
-        let then = if answer.more { Next::Pull } else { Next::Push };
-        self.apply_changes(
-            answer.collection_id,
-            answer.until,
-            answer.changes,
-            stale,
-            answer.more,
-            then,
-        );
+        let held = Held {
+            collection_id: answer.collection_id,
+            until: answer.until,
+            // The push's `since` was answerable without a horizon, and so are these pages.
+            paging_horizon: None,
+            then: if answer.more { Next::Pull } else { Next::Push },
+            ..Held::empty()
+        };
+        self.apply_changes(held, answer.changes, stale, answer.more);
     }
 
     /// Drops the cursor; the cycle starts again from the pull.
     fn reset(&mut self, epoch_changed: bool) {
         self.in_flight = None;
         self.cursor = 0;
+        self.paging_horizon = None;
         if epoch_changed {
             self.collection_id = None;
             for pending in self.pending.values_mut() {
@@ -928,29 +958,23 @@ impl Replica {
     }
 
     /// Applies a page of changes (a pull page, or a conflict answer's `changes` and its
-    /// `stale_base` conflicts), then goes on with `then`.
+    /// `stale_base` conflicts) to `held` (which says where the page ends and what follows it),
+    /// then goes on with `held.then`.
     fn apply_changes(
         &mut self,
-        collection_id: Option<String>,
-        until: u64,
+        mut held: Held,
         objects: Vec<Object>,
         stale: Vec<(String, Option<Object>)>,
         more: bool,
-        then: Next,
     ) {
         if self
             .collection_id
             .as_ref()
-            .is_some_and(|known| collection_id.as_ref() != Some(known))
+            .is_some_and(|known| held.collection_id.as_ref() != Some(known))
         {
             return self.reset(true);
         }
-        let mut held = Held {
-            collection_id,
-            until,
-            then,
-            ..Held::empty()
-        };
+        let until = held.until;
         for object in objects {
             // At or below the cursor: already handed over, or our own write.
             if object.seq > self.cursor {
@@ -1059,6 +1083,7 @@ impl Replica {
         let Held {
             collection_id,
             until,
+            paging_horizon,
             objects,
             then,
             ..
@@ -1077,9 +1102,11 @@ impl Replica {
             })
             .collect();
         objects.sort_by_key(|o| o.seq);
-        let moved =
-            until > self.cursor || (collection_id.is_some() && collection_id != self.collection_id);
+        let moved = until > self.cursor
+            || (collection_id.is_some() && collection_id != self.collection_id)
+            || paging_horizon != self.paging_horizon;
         self.cursor = self.cursor.max(until);
+        self.paging_horizon = paging_horizon;
         if collection_id.is_some() {
             self.collection_id = collection_id;
         }
@@ -1101,6 +1128,7 @@ impl Held {
         Held {
             collection_id: None,
             until: 0,
+            paging_horizon: None,
             objects: Vec::new(),
             seen: BTreeSet::new(),
             unresolved: BTreeMap::new(),
@@ -1170,10 +1198,15 @@ mod tests {
     /// The reference server's answer to `request`.
     fn serve(server: &mut MemoryCollection, request: &Request) -> Response {
         match request {
-            Request::Pull { since, limit } => {
+            Request::Pull {
+                since,
+                limit,
+                horizon,
+            } => {
                 let query = PullQuery {
                     since: *since,
                     limit: *limit,
+                    horizon: *horizon,
                     ..PullQuery::default()
                 };
                 match server.pull(&query) {
@@ -1275,7 +1308,7 @@ mod tests {
         let mut sinces = Vec::new();
         let mut cursors = Vec::new();
         while let Some(request) = r.poll_request() {
-            if let Request::Pull { since, limit } = request {
+            if let Request::Pull { since, limit, .. } = request {
                 assert_eq!(limit, 3);
                 sinces.push(since);
             }
@@ -1330,6 +1363,7 @@ mod tests {
         let pull = Request::Pull {
             since: pull_request(&mut r),
             limit: 3,
+            horizon: None,
         };
         r.handle_response(serve(&mut server, &pull)).unwrap();
         let push = push_request(&mut r);
@@ -1374,6 +1408,7 @@ mod tests {
         let pull = Request::Pull {
             since: pull_request(&mut r),
             limit: 3,
+            horizon: None,
         };
         r.handle_response(serve(&mut server, &pull)).unwrap();
         let push = push_request(&mut r);
@@ -1432,6 +1467,7 @@ mod tests {
         assert_eq!(json["in_flight"], serde_json::Value::String(push.to_json()));
         let back: ReplicaState = serde_json::from_value(json).unwrap();
         assert_eq!(back, state);
+        // States written before `in_flight` and `paging_horizon` existed still load.
         let idle: ReplicaState = serde_json::from_str(
             r#"{"client_id":"c","collection_id":null,"cursor":0,"next_push_number":1}"#,
         )
@@ -1621,6 +1657,7 @@ mod tests {
         let pull = Request::Pull {
             since: pull_request(&mut r),
             limit: 3,
+            horizon: None,
         };
         r.handle_response(serve(&mut server, &pull)).unwrap();
         let push = push_request(&mut r);
@@ -1731,6 +1768,7 @@ mod tests {
         let pull = Request::Pull {
             since: pull_request(&mut r),
             limit: 3,
+            horizon: None,
         };
         r.handle_response(serve(&mut server, &pull)).unwrap();
         let push = push_request(&mut r);
@@ -1776,14 +1814,9 @@ mod tests {
         assert!(r.pending().is_empty());
     }
 
-    /// Known limitation of the contract, not of the replica: pages from `since=0` end below
-    /// the horizon when more live objects than a page sit under a purged tombstone, and the
-    /// next page (`since < horizon`) is refused with `reset_required`, every time. A fresh
-    /// client can then never finish its first sync. Needs a contract change (see the
-    /// engine's report); kept here, ignored, so the fix has its test ready.
-    #[test]
-    #[ignore = "contract limitation: a full sync cannot page past the horizon"]
-    fn fresh_replica_pages_past_a_purged_horizon() {
+    /// Four live objects and a purged tombstone above them: more than a page (3) sits below
+    /// the horizon (6).
+    fn server_with_live_objects_below_the_horizon() -> MemoryCollection {
         let mut server = MemoryCollection::new(3);
         for id in ["a", "b", "c", "d"] {
             write(&mut server, id, put("1"));
@@ -1792,13 +1825,148 @@ mod tests {
         write(&mut server, "gone", Change::Delete);
         server.sweep(10, 5);
         assert_eq!(server.head().horizon, 6);
+        server
+    }
+
+    /// A full sync pages from `since=0` to below the horizon; the next page is answered
+    /// because the replica echoes the horizon its first page carried.
+    #[test]
+    fn fresh_replica_pages_past_a_purged_horizon() {
+        let mut server = server_with_live_objects_below_the_horizon();
         let mut r = replica(ConflictPolicy::ServerWins);
         let events = run(&mut r, &mut server);
         assert!(
-            matches!(events.last(), Some(ReplicaEvent::SyncDone { .. })),
+            matches!(
+                events.last(),
+                Some(ReplicaEvent::SyncDone { pulled: 4, .. })
+            ),
             "{events:?}"
         );
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, ReplicaEvent::Reset { .. })));
         assert_eq!(r.cursor(), 6);
+        assert_eq!(r.state().paging_horizon, None, "the run is over");
+    }
+
+    #[test]
+    fn a_full_sync_echoes_its_first_horizon_while_below_it() {
+        let mut server = server_with_live_objects_below_the_horizon();
+        for id in ["e", "f", "g"] {
+            write(&mut server, id, put("1"));
+        }
+        let mut r = Replica::new(
+            "c",
+            Config {
+                pull_limit: 2,
+                ..config(ConflictPolicy::ServerWins)
+            },
+        );
+        r.start_sync();
+        let mut sent = Vec::new();
+        let mut persisted = Vec::new();
+        while let Some(request) = r.poll_request() {
+            if let Request::Pull { since, horizon, .. } = request {
+                sent.push((since, horizon));
+            }
+            r.handle_response(serve(&mut server, &request)).unwrap();
+            for event in drain(&mut r) {
+                if let ReplicaEvent::Received { state, .. } = event {
+                    persisted.push((state.cursor, state.paging_horizon));
+                }
+            }
+        }
+        // Pages end at 2, 4, 8 (past the purged 5 and 6), then 9.
+        assert_eq!(
+            sent,
+            [(0, None), (2, Some(6)), (4, Some(6)), (8, None)],
+            "echoed below the horizon only"
+        );
+        assert_eq!(
+            persisted,
+            [(2, Some(6)), (4, Some(6)), (8, Some(6)), (9, None)]
+        );
+    }
+
+    #[test]
+    fn an_interrupted_full_sync_resumes_after_a_restart() {
+        let mut server = server_with_live_objects_below_the_horizon();
+        let mut r = replica(ConflictPolicy::ServerWins);
+        r.start_sync();
+        let first = r.poll_request().unwrap();
+        r.handle_response(serve(&mut server, &first)).unwrap();
+        let Some(ReplicaEvent::Received { state, .. }) = drain(&mut r).pop() else {
+            panic!("the first page is handed over");
+        };
+        assert_eq!((state.cursor, state.paging_horizon), (3, Some(6)));
+        let saved = serde_json::to_string(&state).unwrap();
+        drop(r);
+
+        let state: ReplicaState = serde_json::from_str(&saved).unwrap();
+        let mut r = Replica::restore(state, config(ConflictPolicy::ServerWins));
+        r.start_sync();
+        assert_eq!(
+            r.poll_request(),
+            Some(Request::Pull {
+                since: 3,
+                limit: 3,
+                horizon: Some(6)
+            })
+        );
+        r.handle_response(serve(
+            &mut server,
+            &Request::Pull {
+                since: 3,
+                limit: 3,
+                horizon: Some(6),
+            },
+        ))
+        .unwrap();
+        let events = drain(&mut r);
+        assert_eq!(received(&events), [("d".to_string(), 4)]);
+        assert!(matches!(events.last(), Some(ReplicaEvent::SyncDone { .. })));
+        assert_eq!((r.cursor(), r.state().paging_horizon), (6, None));
+    }
+
+    #[test]
+    fn a_purge_during_a_full_sync_starts_it_over() {
+        let mut server = server_with_live_objects_below_the_horizon();
+        let mut r = replica(ConflictPolicy::ServerWins);
+        r.start_sync();
+        let first = r.poll_request().unwrap();
+        r.handle_response(serve(&mut server, &first)).unwrap();
+        drain(&mut r);
+        // `b` was handed over at seq 2 and deleted since; the delete is purged before the
+        // next page, so the echoed horizon is stale and the replica must start again.
+        write(&mut server, "b", Change::Delete);
+        server.sweep(20, 5);
+        assert_eq!(server.head().horizon, 7);
+        let events = {
+            let mut events = Vec::new();
+            while let Some(request) = r.poll_request() {
+                r.handle_response(serve(&mut server, &request)).unwrap();
+                events.extend(drain(&mut r));
+            }
+            events
+        };
+        let ReplicaEvent::Reset {
+            epoch_changed: false,
+            state,
+        } = &events[0]
+        else {
+            panic!("{events:?}");
+        };
+        assert_eq!((state.cursor, state.paging_horizon), (0, None));
+        assert_eq!(
+            received(&events),
+            [
+                ("a".to_string(), 1),
+                ("c".to_string(), 3),
+                ("d".to_string(), 4)
+            ]
+        );
+        assert!(matches!(events.last(), Some(ReplicaEvent::SyncDone { .. })));
+        assert_eq!(r.cursor(), 7);
     }
 
     #[test]

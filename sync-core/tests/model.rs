@@ -3,7 +3,11 @@
 //! Two to four replicas sync one collection of the reference store ([`MemoryCollection`]),
 //! every request and answer going through its JSON form, while the harness edits, loses
 //! answers (after the server applied the request), loses requests, restarts replicas from their
-//! persisted state, purges tombstones and resets the collection, in a random order.
+//! persisted state, reinstalls them, purges tombstones, moves the clock back or forward and
+//! resets the collection, in a random order. Pull limits are tiny, small or whole: with the
+//! smaller ones a full sync pages past the horizon by echoing it. A second mix of operations
+//! (`full_syncs_page_past_a_moving_horizon`) is heavy on deletes and purges, so that full
+//! syncs often meet them.
 //!
 //! Along the way every answer of the store is checked against an independent reference model
 //! written here, and every replica's "app store" (what the events told it to store) against
@@ -15,7 +19,14 @@
 //! - (d) the committed seqs are exactly `1..=last_seq`;
 //! - (e) a replayed push wrote nothing;
 //! - (f) every local edit was committed, or knowingly dropped in a conflict, or found on the
-//!   server already.
+//!   server already;
+//! - (g) the replicas settle at all: every full sync ends, however many pages sit below the
+//!   horizon.
+//!
+//! A narrower property (`a_full_sync_across_writes_and_purges_misses_no_delete`) has one fresh
+//! replica page through live objects under the horizon while other writes, deletes and purges
+//! land between its requests: it must end with exactly the server's live objects, so a page
+//! answered below the horizon never hides a purged delete.
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -31,8 +42,11 @@ use sync_core::{
 const IDS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
 /// How many operations a tombstone survives before a sweep may purge it.
 const RETENTION: u64 = 8;
-/// The store's page size for conflict answers, and the small pull limit.
+/// The store's page size for conflict answers, and a small pull limit.
 const PAGE: usize = 3;
+/// The smallest pull limit: any full sync with two live objects below the horizon pages
+/// past it.
+const TINY: usize = 1;
 /// A pull limit that covers the whole id space, so a full sync never pages.
 const WHOLE: usize = IDS.len() + 2;
 
@@ -75,29 +89,55 @@ enum Op {
     Lose(usize),
     /// Restart the replica from its persisted state and its app store's pending edits.
     Restart(usize),
+    /// An idle replica with nothing pending starts over as a new installation (a new client
+    /// id, an empty app store): its next sync is a full sync, at whatever the horizon is then.
+    Reinstall(usize),
     /// Resolve the manual conflicts that wait.
     Resolve(usize),
-    /// Purge old tombstones; the horizon moves. Only with a pull limit of [`WHOLE`]: with a
-    /// smaller one, a full sync that needs more than one page below the horizon is refused
-    /// for ever (`since < horizon`), a limitation of the contract, not of the replica.
+    /// Purge old tombstones; the horizon moves.
     Sweep,
+    /// The server's clock steps back, so later writes carry older timestamps than earlier
+    /// ones, and a sweep meets tombstones whose age does not follow their seqs.
+    ClockBack,
+    /// A retention window passes at once (the server was down, or its clock jumped): the
+    /// next sweep may purge a delete made just before, in the middle of someone's sync.
+    TimePasses,
     /// Delete the collection: a new epoch.
     ServerReset,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// How the operations are weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// A bit of everything.
+    Even,
+    /// Busy replicas (many requests and answers), many deletes, purges and new
+    /// installations: full syncs keep meeting a horizon with live objects below it, and
+    /// purges between their pages.
+    Purges,
+}
+
+fn op(mix: Mix) -> impl Strategy<Value = Op> {
     let r = 0..4usize;
     let id = 0..IDS.len();
+    // put, delete, sync, send, answer, lose, restart, reinstall, resolve, sweep, time passes
+    let w = match mix {
+        Mix::Even => [6, 2, 3, 8, 8, 2, 1, 1, 2, 1, 1],
+        Mix::Purges => [16, 8, 8, 30, 30, 1, 1, 3, 1, 5, 3],
+    };
     prop_oneof![
-        6 => (r.clone(), id.clone()).prop_map(|(r, i)| Op::Put(r, i)),
-        2 => (r.clone(), id).prop_map(|(r, i)| Op::Delete(r, i)),
-        3 => r.clone().prop_map(Op::Sync),
-        8 => r.clone().prop_map(Op::Send),
-        8 => r.clone().prop_map(Op::Answer),
-        2 => r.clone().prop_map(Op::Lose),
-        1 => r.clone().prop_map(Op::Restart),
-        2 => r.prop_map(Op::Resolve),
-        1 => Just(Op::Sweep),
+        w[0] => (r.clone(), id.clone()).prop_map(|(r, i)| Op::Put(r, i)),
+        w[1] => (r.clone(), id).prop_map(|(r, i)| Op::Delete(r, i)),
+        w[2] => r.clone().prop_map(Op::Sync),
+        w[3] => r.clone().prop_map(Op::Send),
+        w[4] => r.clone().prop_map(Op::Answer),
+        w[5] => r.clone().prop_map(Op::Lose),
+        w[6] => r.clone().prop_map(Op::Restart),
+        w[7] => r.clone().prop_map(Op::Reinstall),
+        w[8] => r.prop_map(Op::Resolve),
+        w[9] => Just(Op::Sweep),
+        w[10] => Just(Op::TimePasses),
+        1 => Just(Op::ClockBack),
         1 => Just(Op::ServerReset),
     ]
 }
@@ -135,8 +175,12 @@ struct Reference {
 }
 
 impl Reference {
-    fn answerable(&self, since: u64) -> bool {
-        since == 0 || (self.horizon <= since && since <= self.last_seq)
+    /// `client_horizon`: the `horizon` a paging client echoed. Below the horizon, only an
+    /// echo of the current one is answered (nothing was purged since it was seen).
+    fn answerable(&self, since: u64, client_horizon: Option<u64>) -> bool {
+        since == 0
+            || (since <= self.last_seq
+                && (self.horizon <= since || client_horizon == Some(self.horizon)))
     }
 
     /// The page after `since`: objects, `until`, `more`.
@@ -164,7 +208,10 @@ impl Reference {
         if push.collection_id.is_some() && push.collection_id != self.epoch {
             return Expect::Reset;
         }
-        if push.since.is_some_and(|since| !self.answerable(since)) {
+        if push
+            .since
+            .is_some_and(|since| !self.answerable(since, None))
+        {
             return Expect::Reset;
         }
         let changed = push.since.is_some_and(|since| since < self.last_seq);
@@ -228,18 +275,26 @@ impl Reference {
         ok
     }
 
+    /// Purges every tombstone up to the highest one written before the cutoff, younger ones
+    /// included, so that the horizon moves whenever anything is purged.
     fn sweep(&mut self, now: u64) {
         let cutoff = now.saturating_sub(RETENTION);
-        let purged: Vec<(String, u64)> = self
+        let Some(up_to) = self
             .objects
-            .iter()
-            .filter(|(_, (o, written))| o.deleted && *written < cutoff)
-            .map(|(id, (o, _))| (id.clone(), o.seq))
-            .collect();
-        for (id, seq) in purged {
-            self.objects.remove(&id);
-            self.horizon = self.horizon.max(seq);
-        }
+            .values()
+            .filter(|(o, written)| o.deleted && *written < cutoff)
+            .map(|(o, _)| o.seq)
+            .max()
+        else {
+            return;
+        };
+        assert!(
+            up_to > self.horizon,
+            "no tombstone is left at or below the horizon"
+        );
+        self.objects
+            .retain(|_, (o, _)| !(o.deleted && o.seq <= up_to));
+        self.horizon = up_to;
     }
 
     fn reset(&mut self, epoch: String) {
@@ -273,6 +328,7 @@ struct World {
     /// The harness's clock: one tick per operation.
     now: u64,
     resets: u32,
+    installs: u32,
     edits: u64,
     resolutions: u64,
     /// Local edits whose fate is not known yet: (client, id) → the edit.
@@ -311,6 +367,7 @@ impl World {
             clients,
             now: 0,
             resets: 0,
+            installs: 0,
             edits: 0,
             resolutions: 0,
             open_edits: BTreeMap::new(),
@@ -343,12 +400,14 @@ impl World {
             Op::Answer(c) => self.answer(c % n),
             Op::Lose(c) => self.lose(c % n),
             Op::Restart(c) => self.restart(c % n),
+            Op::Reinstall(c) => self.reinstall(c % n),
             Op::Resolve(c) => self.resolve_all(c % n),
-            Op::Sweep if self.clients[0].config.pull_limit >= WHOLE => {
+            Op::Sweep => {
                 self.server.sweep(self.now, RETENTION);
                 self.reference.sweep(self.now);
             }
-            Op::Sweep => {}
+            Op::ClockBack => self.now = self.now.saturating_sub(RETENTION / 2),
+            Op::TimePasses => self.now += RETENTION,
             Op::ServerReset => {
                 self.resets += 1;
                 let epoch = format!("epoch-{}", self.resets);
@@ -437,6 +496,25 @@ impl World {
         self.drain(c);
     }
 
+    fn reinstall(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        let idle = client.pending.is_empty()
+            && client.answer.is_none()
+            && client.awaiting.is_empty()
+            && client.replica.in_flight().is_none()
+            && !client.replica.is_syncing();
+        if !idle {
+            return;
+        }
+        self.installs += 1;
+        client.replica = Replica::new(
+            format!("client-{c}-{}", self.installs),
+            client.config.clone(),
+        );
+        client.synced.clear();
+        client.persisted = serde_json::to_string(&client.replica.state()).unwrap();
+    }
+
     fn restart(&mut self, c: usize) {
         let client = &mut self.clients[c];
         client.answer = None;
@@ -456,16 +534,22 @@ impl World {
     /// against the reference model.
     fn serve(&mut self, c: usize, request: Request) -> Response {
         match request {
-            Request::Pull { since, limit } => {
+            Request::Pull {
+                since,
+                limit,
+                horizon,
+            } => {
+                if since == 0 {
+                    assert_eq!(horizon, None, "a full sync starts without a horizon");
+                }
                 let (since, limit) = (since.to_string(), limit.to_string());
-                let query = PullQuery::from_pairs(
-                    [("since", since.as_str()), ("limit", limit.as_str())],
-                    &Limits::default(),
-                )
-                .unwrap();
+                let horizon = horizon.map(|h| h.to_string());
+                let mut pairs = vec![("since", since.as_str()), ("limit", limit.as_str())];
+                pairs.extend(horizon.as_deref().map(|h| ("horizon", h)));
+                let query = PullQuery::from_pairs(pairs, &Limits::default()).unwrap();
                 match self.server.pull(&query) {
                     Ok(page) => {
-                        assert!(self.reference.answerable(query.since));
+                        assert!(self.reference.answerable(query.since, query.horizon));
                         let (objects, until, more) = self.reference.page(query.since, query.limit);
                         assert_eq!(
                             (&page.objects, page.until, page.more),
@@ -477,7 +561,7 @@ impl World {
                         Response::Pulled(wire)
                     }
                     Err(reset) => {
-                        assert!(!self.reference.answerable(query.since));
+                        assert!(!self.reference.answerable(query.since, query.horizon));
                         Response::ResetRequired(json_round_trip(&reset))
                     }
                 }
@@ -821,6 +905,164 @@ fn run(policies: &[ConflictPolicy], pull_limit: usize, max_batch: usize, ops: &[
     world.check_end();
 }
 
+/// What happens on the server between two requests of a full sync.
+#[derive(Debug, Clone)]
+enum Between {
+    Nothing,
+    /// Another client writes or deletes an id.
+    Write(usize, bool),
+    /// A retention window passes, then the sweeper runs: every delete so far is purged.
+    Purge,
+    /// The sweeper runs.
+    Sweep,
+}
+
+fn between() -> impl Strategy<Value = Between> {
+    prop_oneof![
+        1 => Just(Between::Nothing),
+        3 => (0..IDS.len(), any::<bool>()).prop_map(|(i, delete)| Between::Write(i, delete)),
+        2 => Just(Between::Purge),
+        1 => Just(Between::Sweep),
+    ]
+}
+
+/// A fresh replica syncs a collection that holds `history` (writes and deletes, under a purged
+/// delete) while `interference` happens on the server between its requests. Once the
+/// interference is over, its sync must end, holding exactly the server's live objects: a page
+/// answered below the horizon must never hide a delete.
+fn full_sync_across_purges(pull_limit: usize, history: &[(usize, bool)], interference: &[Between]) {
+    let mut server = MemoryCollection::new(PAGE);
+    let mut now = 0;
+    let write = |server: &mut MemoryCollection, now: u64, id: &str, delete: bool| {
+        let change = if delete {
+            Change::Delete
+        } else {
+            Change::Put {
+                data: JsonData::parse(&format!("{now}")).unwrap(),
+                expires: None,
+            }
+        };
+        let request = PushRequest {
+            objects: vec![PushObject {
+                id: id.to_string(),
+                kind: String::new(),
+                base_seq: None,
+                change,
+            }],
+            ..PushRequest::default()
+        };
+        let outcome = server.push(&request, now, || "epoch-0".to_string());
+        assert!(matches!(outcome, PushOutcome::Committed(_)));
+    };
+    for &(id, delete) in history {
+        now += 1;
+        write(&mut server, now, IDS[id], delete);
+    }
+    // A purged delete above all of it: every live object is below the horizon.
+    write(&mut server, now, "gone", false);
+    write(&mut server, now, "gone", true);
+    now += RETENTION + 1;
+    server.sweep(now, RETENTION);
+
+    let config = Config {
+        pull_limit,
+        ..Config::default()
+    };
+    let mut replica = Replica::new("fresh", config);
+    let mut synced: BTreeMap<String, Object> = BTreeMap::new();
+    // Cycles that fail (too many resets in a row) are started again, as an app would.
+    for step in interference {
+        if !replica.is_syncing() {
+            replica.start_sync();
+        }
+        serve_one_pull(&mut replica, &server, &mut synced);
+        match step {
+            Between::Nothing => {}
+            Between::Write(id, delete) => {
+                now += 1;
+                write(&mut server, now, IDS[*id], *delete);
+            }
+            Between::Purge => {
+                now += RETENTION + 1;
+                server.sweep(now, RETENTION);
+            }
+            Between::Sweep => server.sweep(now, RETENTION),
+        }
+    }
+    // The interference is over: one more cycle must end at the head.
+    let mut done = false;
+    for _ in 0..100 {
+        if !replica.is_syncing() {
+            replica.start_sync();
+        }
+        if serve_one_pull(&mut replica, &server, &mut synced) {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "the sync did not end");
+    assert_eq!(replica.cursor(), server.head().last_seq);
+    let live = |objects: &mut dyn Iterator<Item = &Object>| -> BTreeMap<String, u64> {
+        objects
+            .filter(|o| !o.deleted)
+            .map(|o| (o.id.clone(), o.seq))
+            .collect()
+    };
+    assert_eq!(live(&mut synced.values()), live(&mut server.objects()));
+}
+
+/// Sends a replica's next request (a pull: nothing is pending) to `server`, and applies the
+/// events to the app store `synced`. True when the cycle ended with `SyncDone`.
+fn serve_one_pull(
+    replica: &mut Replica,
+    server: &MemoryCollection,
+    synced: &mut BTreeMap<String, Object>,
+) -> bool {
+    let Some(Request::Pull {
+        since,
+        limit,
+        horizon,
+    }) = replica.poll_request()
+    else {
+        panic!("nothing is pending: every request is a pull");
+    };
+    let query = PullQuery {
+        since,
+        limit,
+        horizon,
+        ..PullQuery::default()
+    };
+    let response = match server.pull(&query) {
+        Ok(page) => Response::Pulled(page),
+        Err(reset) => Response::ResetRequired(reset),
+    };
+    replica.handle_response(response).unwrap();
+    let mut done = false;
+    while let Some(event) = replica.poll_event() {
+        match event {
+            ReplicaEvent::Received { objects, .. } => {
+                for object in objects {
+                    synced.insert(object.id.clone(), object);
+                }
+            }
+            ReplicaEvent::Reset { .. } => synced.clear(),
+            ReplicaEvent::SyncDone { .. } => done = true,
+            ReplicaEvent::SyncFailed { .. } => {}
+            other => panic!("nothing is pending, yet {other:?}"),
+        }
+    }
+    done
+}
+
+#[test]
+fn a_delete_purged_during_a_full_sync_is_not_missed() {
+    // a, b, c, d at 1..=4 under the horizon 6; `a` is handed over by the first page, then
+    // deleted and purged before the fourth page.
+    let history = [(0, false), (1, false), (2, false), (3, false)];
+    let interference = [Between::Write(0, true), Between::Nothing, Between::Purge];
+    full_sync_across_purges(TINY, &history, &interference);
+}
+
 fn auto_policy() -> impl Strategy<Value = ConflictPolicy> {
     prop_oneof![
         Just(ConflictPolicy::ServerWins),
@@ -834,19 +1076,37 @@ proptest! {
     #[test]
     fn replicas_converge_with_automatic_policies(
         policies in prop::collection::vec(auto_policy(), 2..=4),
-        pull_limit in prop_oneof![Just(PAGE), Just(WHOLE)],
+        pull_limit in prop_oneof![Just(TINY), Just(PAGE), Just(WHOLE)],
         max_batch in 1..=4usize,
-        ops in prop::collection::vec(op(), 1..80),
+        ops in prop::collection::vec(op(Mix::Even), 1..80),
     ) {
         run(&policies, pull_limit, max_batch, &ops);
     }
 
     #[test]
+    fn a_full_sync_across_writes_and_purges_misses_no_delete(
+        pull_limit in prop_oneof![Just(TINY), Just(2usize)],
+        history in prop::collection::vec((0..IDS.len(), prop::bool::weighted(0.2)), 0..24),
+        interference in prop::collection::vec(between(), 0..40),
+    ) {
+        full_sync_across_purges(pull_limit, &history, &interference);
+    }
+
+    #[test]
+    fn full_syncs_page_past_a_moving_horizon(
+        policies in prop::collection::vec(auto_policy(), 2..=3),
+        pull_limit in prop_oneof![Just(TINY), Just(PAGE)],
+        ops in prop::collection::vec(op(Mix::Purges), 40..160),
+    ) {
+        run(&policies, pull_limit, 2, &ops);
+    }
+
+    #[test]
     fn replicas_converge_with_manual_merges(
         clients in 2..=4usize,
-        pull_limit in prop_oneof![Just(PAGE), Just(WHOLE)],
+        pull_limit in prop_oneof![Just(TINY), Just(PAGE), Just(WHOLE)],
         max_batch in 1..=4usize,
-        ops in prop::collection::vec(op(), 1..80),
+        ops in prop::collection::vec(op(Mix::Even), 1..80),
     ) {
         run(&vec![ConflictPolicy::Manual; clients], pull_limit, max_batch, &ops);
     }
