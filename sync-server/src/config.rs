@@ -1,6 +1,8 @@
 //! The server's configuration: command-line flags, each also an environment variable.
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, Parser, ValueEnum};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +12,11 @@ use sync_core::Limits;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sync-server", version, about)]
 pub struct Config {
+    /// A TOML file of settings, keyed by flag name (`listen = "0.0.0.0:8080"`,
+    /// `cors-origin = ["https://app.example"]`). Flags and environment variables win over it.
+    #[arg(long, env = "TIDEMARK_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on. Port 0 picks a free port; the chosen address is printed on stdout.
     #[arg(long, env = "TIDEMARK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -18,9 +25,23 @@ pub struct Config {
     #[arg(long, env = "TIDEMARK_DATA", default_value = "./tidemark-data")]
     pub data: PathBuf,
 
+    /// A PostgreSQL URL (`postgres://user@host:5432/db`). With it, the server keeps its data
+    /// there instead of in `--data`, and many nodes can share one database.
+    #[arg(long, env = "TIDEMARK_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+
+    /// The PostgreSQL schema to use (created if missing); lets several deployments or test
+    /// runs share one database.
+    #[arg(long, env = "TIDEMARK_DATABASE_SCHEMA", default_value = "public")]
+    pub database_schema: String,
+
+    /// Connections per node to PostgreSQL.
+    #[arg(long, env = "TIDEMARK_DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: usize,
+
     /// How callers authenticate. `dev`: the bearer token is the user id itself (allowed only
-    /// on a loopback address, and the default there). `jwt`: HS256 tokens signed with
-    /// `--jwt-secret`, `sub` is the user.
+    /// on a loopback address, and the default there). `jwt`: JSON Web Tokens (HS256 with
+    /// `--jwt-secret`, RS256/ES256 with `--jwks`); `sub` is the user.
     #[arg(long, env = "TIDEMARK_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
 
@@ -28,8 +49,35 @@ pub struct Config {
     #[arg(long, env = "TIDEMARK_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// Public keys for RS256/ES256 tokens: a JWKS file, or an http(s) URL serving one. Keys are
+    /// chosen by the token's `kid`; an unknown `kid` makes the server read the set again.
+    #[arg(long, env = "TIDEMARK_JWKS")]
+    pub jwks: Option<String>,
+
+    /// The algorithms tokens may use (comma-separated: HS256, RS256, ES256). Default: HS256
+    /// if a secret is given, plus RS256 and ES256 if a JWKS is given. Anything else, `none`
+    /// included, is refused.
+    #[arg(long, env = "TIDEMARK_JWT_ALGORITHMS", value_delimiter = ',')]
+    pub jwt_algorithms: Vec<String>,
+
+    /// If set, a token's `iss` must be this.
+    #[arg(long, env = "TIDEMARK_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// If set, a token's `aud` must contain this.
+    #[arg(long, env = "TIDEMARK_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed when checking `exp` and `nbf` (at most 5 minutes).
+    #[arg(long, env = "TIDEMARK_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+
     /// An origin allowed to call the API from a browser (repeatable), or `*` for any.
-    #[arg(long = "cors-origin", env = "TIDEMARK_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "cors-origin",
+        env = "TIDEMARK_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
     pub cors_origins: Vec<String>,
 
     /// How long tombstones are kept before they are purged and the horizon moves up.
@@ -64,6 +112,19 @@ pub struct Config {
     #[arg(long, env = "TIDEMARK_POLL_TIME", default_value = "60s", value_parser = humantime::parse_duration)]
     pub poll_time: Duration,
 
+    /// How often an idle event stream gets a heartbeat comment.
+    #[arg(long, env = "TIDEMARK_SSE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub sse_heartbeat: Duration,
+
+    /// Events each watched collection keeps for its live subscribers; one that falls further
+    /// behind is disconnected and resumes from its last seq.
+    #[arg(long, env = "TIDEMARK_LIVE_BUFFER", default_value_t = 1024)]
+    pub live_buffer: usize,
+
+    /// The most event streams open at once on this node (each costs a connection).
+    #[arg(long, env = "TIDEMARK_MAX_EVENT_STREAMS", default_value_t = 20_000)]
+    pub max_event_streams: usize,
+
     /// Log lines as JSON instead of text.
     #[arg(long, env = "TIDEMARK_LOG_JSON")]
     pub log_json: bool,
@@ -95,16 +156,132 @@ impl Config {
         let mode = match self.auth {
             Some(mode) => mode,
             None if self.listen.ip().is_loopback() => AuthMode::Dev,
-            None => return Err("--auth is required when listening on a non-loopback address".into()),
+            None => {
+                return Err("--auth is required when listening on a non-loopback address".into())
+            }
         };
         match mode {
             AuthMode::Dev if !self.listen.ip().is_loopback() => Err(
-                "--auth dev trusts any token as a user id; it is refused on a non-loopback address".into(),
+                "--auth dev trusts any token as a user id; it is refused on a non-loopback address"
+                    .into(),
             ),
-            AuthMode::Jwt if self.jwt_secret.as_deref().is_none_or(str::is_empty) => {
-                Err("--auth jwt needs --jwt-secret".into())
+            AuthMode::Jwt
+                if self.jwt_secret.as_deref().is_none_or(str::is_empty) && self.jwks.is_none() =>
+            {
+                Err("--auth jwt needs --jwt-secret (HS256) or --jwks (RS256/ES256)".into())
+            }
+            AuthMode::Jwt if self.jwt_leeway > Duration::from_secs(300) => {
+                Err("--jwt-leeway is at most 5 minutes".into())
             }
             mode => Ok(mode),
         }
+    }
+}
+
+impl Config {
+    /// The configuration from the process's arguments, environment and `--config` file.
+    pub fn load() -> anyhow::Result<Config> {
+        Config::load_from(std::env::args_os().collect())
+    }
+
+    /// The configuration from `args` (the first is the program name). Precedence: flags, then
+    /// environment variables, then the `--config` file, then defaults.
+    pub fn load_from(args: Vec<OsString>) -> anyhow::Result<Config> {
+        let command = Config::command();
+        let matches = command.clone().try_get_matches_from(args.clone())?;
+        let Some(path) = matches.get_one::<PathBuf>("config") else {
+            return Ok(Config::parse_from(args));
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading --config {}: {e}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
+        let mut args = args;
+        for (key, value) in table {
+            let long = key.replace('_', "-");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--config {}: unknown setting {key:?}", path.display())
+                })?;
+            let given = matches!(
+                matches.value_source(arg.get_id().as_str()),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if given {
+                continue;
+            }
+            let values = match value {
+                toml::Value::Array(items) => items,
+                single => vec![single],
+            };
+            for value in values {
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(true) => {
+                        args.push(format!("--{long}").into());
+                        continue;
+                    }
+                    toml::Value::Boolean(false) => continue,
+                    other => anyhow::bail!("--config {}: {key} cannot be {other}", path.display()),
+                };
+                args.push(format!("--{long}={text}").into());
+            }
+        }
+        Ok(Config::try_parse_from(args)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> anyhow::Result<Config> {
+        Config::load_from(
+            std::iter::once("sync-server")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_config_file_fills_in_what_flags_do_not_say() {
+        let dir = std::env::temp_dir().join(format!("tidemark-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tidemark.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\nmax_batch = 7\ncors-origin = [\"http://a.example\", \"http://b.example\"]\nlog-json = true\ntombstone-retention = \"2d\"\n",
+        )
+        .unwrap();
+        let config = load(&["--config", file.to_str().unwrap(), "--max-batch", "9"]).unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.max_batch, 9, "a flag wins over the file");
+        assert_eq!(
+            config.cors_origins,
+            ["http://a.example", "http://b.example"]
+        );
+        assert!(config.log_json);
+        assert_eq!(config.tombstone_retention, Duration::from_secs(2 * 86400));
+
+        std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+        let error = load(&["--config", file.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no_such_setting"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dev_auth_is_refused_off_loopback() {
+        let config = load(&["--listen", "0.0.0.0:8080", "--auth", "dev"]).unwrap();
+        assert!(config.auth_mode().is_err());
+        let config = load(&["--listen", "0.0.0.0:8080"]).unwrap();
+        assert!(config.auth_mode().is_err(), "no default auth off loopback");
+        assert_eq!(load(&[]).unwrap().auth_mode(), Ok(AuthMode::Dev));
     }
 }

@@ -17,11 +17,18 @@ const UNAVAILABLE_RETRY_AFTER_S: u32 = 2;
 #[derive(Debug)]
 pub enum ApiError {
     /// 400 with the places that are wrong.
-    Invalid { message: String, details: Vec<Detail> },
+    Invalid {
+        message: String,
+        details: Vec<Detail>,
+    },
     /// 401.
     Unauthorized(&'static str),
     /// 403.
     Forbidden(&'static str),
+    /// 404: no such resource, or one the caller may not know about.
+    NotFound,
+    /// 403: a creator tried to change objects someone else created (batch indexes).
+    NotAuthor(Vec<usize>),
     /// 413.
     TooLarge(String),
     /// 409, with what the client needs to merge.
@@ -41,7 +48,11 @@ impl ApiError {
     pub fn invalid_field(field: &str, message: &str) -> ApiError {
         ApiError::Invalid {
             message: format!("{field} {message}"),
-            details: vec![Detail { index: None, field: field.into(), message: message.into() }],
+            details: vec![Detail {
+                index: None,
+                field: field.into(),
+                message: message.into(),
+            }],
         }
     }
 }
@@ -49,10 +60,13 @@ impl ApiError {
 impl From<PushParseError> for ApiError {
     fn from(e: PushParseError) -> ApiError {
         match e {
-            PushParseError::Malformed(message) => ApiError::Invalid { message, details: vec![] },
-            PushParseError::TooManyObjects { count, max } => {
-                ApiError::TooLarge(format!("the batch has {count} objects; at most {max} are allowed"))
-            }
+            PushParseError::Malformed(message) => ApiError::Invalid {
+                message,
+                details: vec![],
+            },
+            PushParseError::TooManyObjects { count, max } => ApiError::TooLarge(format!(
+                "the batch has {count} objects; at most {max} are allowed"
+            )),
             PushParseError::ObjectTooLarge { index, max } => {
                 ApiError::TooLarge(format!("object {index}: data is over {max} bytes"))
             }
@@ -79,42 +93,83 @@ impl IntoResponse for ApiError {
         let (status, body) = match self {
             ApiError::Invalid { message, details } => (
                 StatusCode::BAD_REQUEST,
-                ErrorBody { error: ErrorCode::InvalidRequest, message, details },
+                ErrorBody {
+                    error: ErrorCode::InvalidRequest,
+                    message,
+                    details,
+                },
             ),
             ApiError::Unauthorized(message) => {
-                let mut response =
-                    error_response(StatusCode::UNAUTHORIZED, ErrorBody::new(ErrorCode::Unauthorized, message));
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tidemark\""));
+                let mut response = error_response(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorBody::new(ErrorCode::Unauthorized, message),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tidemark\""),
+                );
                 return response;
             }
-            ApiError::Forbidden(message) => {
-                (StatusCode::FORBIDDEN, ErrorBody::new(ErrorCode::Forbidden, message))
-            }
-            ApiError::TooLarge(message) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::new(ErrorCode::TooLarge, message))
-            }
+            ApiError::Forbidden(message) => (
+                StatusCode::FORBIDDEN,
+                ErrorBody::new(ErrorCode::Forbidden, message),
+            ),
+            ApiError::NotAuthor(indexes) => (
+                StatusCode::FORBIDDEN,
+                ErrorBody {
+                    error: ErrorCode::Forbidden,
+                    message:
+                        "creators may only change the objects they created; nothing was written"
+                            .into(),
+                    details: indexes
+                        .into_iter()
+                        .map(|index| Detail {
+                            index: Some(index),
+                            field: "id".into(),
+                            message: "was created by someone else".into(),
+                        })
+                        .collect(),
+                },
+            ),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new(ErrorCode::NotFound, "no such collection"),
+            ),
+            ApiError::TooLarge(message) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorBody::new(ErrorCode::TooLarge, message),
+            ),
             ApiError::Conflict(answer) => return json_response(StatusCode::CONFLICT, &*answer),
             ApiError::Reset(answer) => return json_response(StatusCode::GONE, &answer),
             ApiError::Unavailable(detail) => {
                 tracing::warn!(%detail, "store unavailable");
                 let mut response = error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorBody::new(ErrorCode::Unavailable, "the server cannot serve this right now; retry later"),
+                    ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        "the server cannot serve this right now; retry later",
+                    ),
                 );
-                response.headers_mut().insert(header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_S.into());
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_S.into());
                 return response;
             }
             ApiError::InsufficientStorage => (
                 StatusCode::INSUFFICIENT_STORAGE,
-                ErrorBody::new(ErrorCode::InsufficientStorage, "the server is out of storage space; nothing was written"),
+                ErrorBody::new(
+                    ErrorCode::InsufficientStorage,
+                    "the server is out of storage space; nothing was written",
+                ),
             ),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorBody::new(ErrorCode::Internal, "internal error; the server log has the details"),
+                    ErrorBody::new(
+                        ErrorCode::Internal,
+                        "internal error; the server log has the details",
+                    ),
                 )
             }
         };
@@ -132,7 +187,15 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Respo
 
 /// A JSON answer whose text is already written.
 pub fn json_text_response(status: StatusCode, text: String) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], text).into_response()
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn error_response(status: StatusCode, body: ErrorBody) -> Response {
@@ -144,12 +207,22 @@ fn error_response(status: StatusCode, body: ErrorBody) -> Response {
 pub fn code_for_status(status: StatusCode) -> (ErrorCode, &'static str) {
     match status {
         StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such resource"),
-        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "this method is not allowed here"),
-        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::TooLarge, "the request body is over the limit"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "this method is not allowed here",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (ErrorCode::TooLarge, "the request body is over the limit")
+        }
         StatusCode::REQUEST_TIMEOUT => (ErrorCode::Unavailable, "the request took too long"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "the body must be JSON"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            (ErrorCode::UnsupportedMediaType, "the body must be JSON")
+        }
         s if s.is_client_error() => (ErrorCode::InvalidRequest, "the request is not valid"),
-        _ => (ErrorCode::Internal, "internal error; the server log has the details"),
+        _ => (
+            ErrorCode::Internal,
+            "internal error; the server log has the details",
+        ),
     }
 }
 
@@ -157,7 +230,10 @@ pub fn code_for_status(status: StatusCode) -> (ErrorCode, &'static str) {
 ///
 /// Layers outside our handlers (routing, tower-http's body limit and timeout, panics) answer
 /// with empty or plain-text bodies; clients should never have to parse two shapes.
-pub async fn ensure_json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub async fn ensure_json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     let is_json = response

@@ -9,6 +9,8 @@
 //! - [`routes`]: one module per resource (`info`, `data`), merged in [`app`].
 //! - [`store`]: the [`store::Store`] trait and its SQLite backend (group commit, WAL).
 //! - [`sweeper`]: the background task that expires objects and purges old tombstones.
+//! - [`metrics`]: Prometheus metrics and the middleware that records requests.
+//! - [`live`]: the per-collection broadcast hub that event streams subscribe to.
 //!
 //! `main.rs` only parses the configuration and calls [`serve`]. Tests call [`app`] directly
 //! where a socket is not the point, and otherwise run the real binary.
@@ -16,6 +18,8 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod live;
+pub mod metrics;
 pub mod routes;
 pub mod store;
 pub mod sweeper;
@@ -26,9 +30,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use sync_core::Limits;
+use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::live::Hub;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -42,14 +48,33 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The size limits, as the core enforces them.
     pub limits: Limits,
+    /// Where commits are announced to event streams.
+    pub hub: Arc<Hub>,
+    /// One permit per open event stream.
+    pub stream_slots: Arc<Semaphore>,
+    /// Turns true when the server begins to shut down, so that event streams (which would
+    /// otherwise never end) close and let the graceful shutdown finish.
+    pub shutting_down: watch::Receiver<bool>,
 }
 
 impl AppState {
     /// Builds the state from a configuration and an open store.
-    pub fn new(config: Config, store: Arc<dyn Store>) -> anyhow::Result<AppState> {
-        let mode = config.auth_mode().map_err(anyhow::Error::msg)?;
-        let auth = Authenticator::new(mode, config.jwt_secret.as_deref());
-        Ok(AppState { store, limits: config.limits(), auth: Arc::new(auth), config: Arc::new(config) })
+    pub async fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        shutting_down: watch::Receiver<bool>,
+    ) -> anyhow::Result<AppState> {
+        let auth = Authenticator::from_config(&config).await?;
+        Ok(AppState {
+            store,
+            limits: config.limits(),
+            auth: Arc::new(auth),
+            hub,
+            stream_slots: Arc::new(Semaphore::new(config.max_event_streams)),
+            shutting_down,
+            config: Arc::new(config),
+        })
     }
 }
 
@@ -60,22 +85,54 @@ pub fn app(state: AppState) -> Router {
 
 /// Opens the store, serves until `shutdown` resolves, lets in-flight requests finish, then
 /// closes the database cleanly.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(
-        store::sqlite::SqliteStore::open(&config.data)
-            .map_err(|e| anyhow::anyhow!("opening the database in {}: {e:?}", config.data.display()))?,
-    );
-    let state = AppState::new(config.clone(), store.clone())?;
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let hub = Arc::new(Hub::new(config.live_buffer));
+    let store: Arc<dyn Store> = match &config.database {
+        Some(url) => Arc::new(
+            store::postgres::PostgresStore::open(
+                url,
+                &config.database_schema,
+                config.database_pool,
+                hub.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("opening PostgreSQL: {e:?}"))?,
+        ),
+        None => Arc::new(
+            store::sqlite::SqliteStore::open(&config.data, hub.clone()).map_err(|e| {
+                anyhow::anyhow!("opening the database in {}: {e:?}", config.data.display())
+            })?,
+        ),
+    };
+    let (begin_shutdown, shutting_down) = watch::channel(false);
+    let state = AppState::new(config.clone(), store.clone(), hub, shutting_down).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find an ephemeral port.
     println!("tidemark listening on http://{addr}");
-    tracing::info!(%addr, data = %config.data.display(), auth = ?state.config.auth_mode(), "serving");
+    let storage = match &config.database {
+        Some(_) => format!("postgresql schema {}", config.database_schema),
+        None => format!("sqlite in {}", config.data.display()),
+    };
+    tracing::info!(%addr, %storage, auth = ?state.config.auth_mode(), "serving");
 
-    let sweeper = tokio::spawn(sweeper::run(store.clone(), config.sweep_interval, config.tombstone_retention));
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    let sweeper = tokio::spawn(sweeper::run(
+        store.clone(),
+        config.sweep_interval,
+        config.tombstone_retention,
+    ));
+    let shutdown = async move {
+        shutdown.await;
+        let _ = begin_shutdown.send(true);
+    };
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     sweeper.abort();
     store.close().await;
     tracing::info!("shut down cleanly");

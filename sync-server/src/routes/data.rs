@@ -7,13 +7,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
+use sync_core::acl::Role;
+use sync_core::commit::check_pull;
 use sync_core::memory_store::PushOutcome;
-use sync_core::names;
 use sync_core::{Head, PullQuery, PushRequest};
 
 use crate::auth::Caller;
 use crate::error::{json_response, json_text_response, ApiError};
-use crate::store::{now_ms, CollectionKey};
+use crate::routes::access::{authorize, owner_in_path, Need};
+use crate::store::{now_ms, PushContext, PushReply};
 use crate::AppState;
 
 /// Writes waiting for the writer above which answers carry `Backoff`.
@@ -25,32 +27,10 @@ const BACKOFF_S: u32 = 5;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/data/{app}/{owner}", get(list))
-        .route("/v1/data/{app}/{owner}/{collection}", get(pull).post(push).delete(reset))
-}
-
-/// Checks the names in the path and that the caller may use them. `~` is the caller.
-///
-/// Until sharing lands, a user may read and write only their own collections.
-fn owner_of(caller: &Caller, app: &str, owner: &str) -> Result<String, ApiError> {
-    if !names::is_valid_app(app) {
-        return Err(ApiError::invalid_field("app", "must match [a-z0-9][a-z0-9._-]{0,63}"));
-    }
-    let owner = if owner == "~" { caller.0.clone() } else { owner.to_string() };
-    if let Err(e) = names::check_id(&owner) {
-        return Err(ApiError::invalid_field("owner", e.message()));
-    }
-    if owner != caller.0 {
-        return Err(ApiError::Forbidden("you may only use your own collections"));
-    }
-    Ok(owner)
-}
-
-fn collection_key(caller: &Caller, app: String, owner: &str, name: String) -> Result<CollectionKey, ApiError> {
-    let owner = owner_of(caller, &app, owner)?;
-    if !names::is_valid_collection(&name) {
-        return Err(ApiError::invalid_field("collection", "must match [A-Za-z0-9_.-]{1,64} and not be . or .."));
-    }
-    Ok(CollectionKey { app, owner, name })
+        .route(
+            "/v1/data/{app}/{owner}/{collection}",
+            get(pull).post(push).delete(reset),
+        )
 }
 
 /// The `ETag` of a collection's state: any write, reset or purge changes it.
@@ -58,6 +38,19 @@ fn etag(head: &Head) -> HeaderValue {
     let epoch = head.collection_id.as_deref().unwrap_or("-");
     HeaderValue::from_str(&format!("W/\"{epoch}.{}.{}\"", head.last_seq, head.horizon))
         .expect("epochs are hex")
+}
+
+/// Whether an `If-None-Match` value names the current state (RFC 9110: a list of tags, or
+/// `*` for "any current representation", compared weakly).
+fn if_none_match_hits(wanted: &HeaderValue, tag: &HeaderValue, head: &Head) -> bool {
+    let Ok(wanted) = wanted.to_str() else {
+        return false;
+    };
+    let ours = tag.to_str().unwrap_or_default().trim_start_matches("W/");
+    wanted.split(',').map(str::trim).any(|candidate| {
+        (candidate == "*" && head.collection_id.is_some())
+            || candidate.trim_start_matches("W/") == ours
+    })
 }
 
 /// Adds the load hints every successful answer may carry.
@@ -68,36 +61,57 @@ fn with_hints(state: &AppState, mut response: Response) -> Response {
     response
 }
 
+/// The collections of an owner that the caller may read (all of them, for the owner).
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path((app, owner)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let owner = owner_of(&caller, &app, &owner)?;
-    let collections = state.store.list(&app, &owner).await?;
-    Ok(with_hints(&state, json_response(StatusCode::OK, &json!({ "collections": collections }))))
+    let owner = owner_in_path(&caller, &app, &owner)?;
+    let mut collections = state.store.list(&app, &owner).await?;
+    collections.retain(|c| Role::of(&caller.0, &owner, c.acl.as_ref()).can_read());
+    Ok(with_hints(
+        &state,
+        json_response(StatusCode::OK, &json!({ "collections": collections })),
+    ))
 }
 
 async fn pull(
     State(state): State<AppState>,
     caller: Caller,
-    Path((app, owner, name)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = collection_key(&caller, app, &owner, name)?;
+    let (key, _) = authorize(&state, &caller, path, Need::Read).await?;
     let pairs: Vec<(String, String)> =
-        form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
-    let query = PullQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), &state.limits)
-        .map_err(|details| ApiError::Invalid { message: "the pull query is not valid".into(), details })?;
+        form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let query = PullQuery::from_pairs(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &state.limits,
+    )
+    .map_err(|details| ApiError::Invalid {
+        message: "the pull query is not valid".into(),
+        details,
+    })?;
 
     if let Some(wanted) = headers.get(header::IF_NONE_MATCH) {
-        let tag = etag(&state.store.head(&key).await?);
-        if wanted == tag {
-            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+        let head = state.store.head(&key).await?;
+        // A cursor that must reset is told so, whatever the client has cached.
+        if check_pull(&head, query.since, query.horizon).is_ok() {
+            let tag = etag(&head);
+            if if_none_match_hits(wanted, &tag, &head) {
+                return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+            }
         }
     }
-    let page = state.store.pull(&key, &query).await?.map_err(ApiError::Reset)?;
+    let page = state
+        .store
+        .pull(&key, &query)
+        .await?
+        .map_err(ApiError::Reset)?;
     let mut response = json_text_response(StatusCode::OK, page.answer.to_json());
     let h = response.headers_mut();
     h.insert(header::ETAG, etag(&page.head));
@@ -108,33 +122,54 @@ async fn pull(
 async fn push(
     State(state): State<AppState>,
     caller: Caller,
-    Path((app, owner, name)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let key = collection_key(&caller, app, &owner, name)?;
+    let (key, role) = authorize(&state, &caller, path, Need::Push).await?;
     let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
-        let over_limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        // The limit error may sit several layers down the source chain.
+        let over_limit = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+            .any(|s| s.is::<http_body_util::LengthLimitError>());
         if over_limit {
-            ApiError::TooLarge(format!("the body is over {} bytes", state.limits.max_body_bytes))
+            ApiError::TooLarge(format!(
+                "the body is over {} bytes",
+                state.limits.max_body_bytes
+            ))
         } else {
-            ApiError::Invalid { message: format!("the body could not be read: {e}"), details: vec![] }
+            ApiError::Invalid {
+                message: format!("the body could not be read: {e}"),
+                details: vec![],
+            }
         }
     })?;
     let request = PushRequest::parse(&bytes, &state.limits)?;
-    match state.store.push(&key, request, now_ms()).await? {
-        PushOutcome::Committed(ok) => Ok(with_hints(&state, json_response(StatusCode::OK, &ok))),
-        PushOutcome::Conflict(answer) => Err(ApiError::Conflict(Box::new(answer))),
-        PushOutcome::Reset(answer) => Err(ApiError::Reset(answer)),
+    let context = PushContext {
+        user: caller.0,
+        creator_only: role == Role::Creator,
+        changes_limit: state.limits.max_pull_limit,
+    };
+    match state.store.push(&key, request, context, now_ms()).await? {
+        PushReply::Outcome(PushOutcome::Committed(ok)) => {
+            if !ok.replayed {
+                metrics::counter!("tidemark_records_written_total").increment(ok.seqs.len() as u64);
+            }
+            Ok(with_hints(&state, json_response(StatusCode::OK, &ok)))
+        }
+        PushReply::Outcome(PushOutcome::Conflict(answer)) => {
+            metrics::counter!("tidemark_conflicts_total").increment(answer.conflicts.len() as u64);
+            Err(ApiError::Conflict(Box::new(answer)))
+        }
+        PushReply::Outcome(PushOutcome::Reset(answer)) => Err(ApiError::Reset(answer)),
+        PushReply::NotAuthor(indexes) => Err(ApiError::NotAuthor(indexes)),
     }
 }
 
 async fn reset(
     State(state): State<AppState>,
     caller: Caller,
-    Path((app, owner, name)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let key = collection_key(&caller, app, &owner, name)?;
+    let (key, _) = authorize(&state, &caller, path, Need::Own).await?;
     let head = state.store.reset(&key).await?;
     Ok(json_response(
         StatusCode::OK,

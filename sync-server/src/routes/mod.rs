@@ -1,13 +1,18 @@
 //! The HTTP routes, one module per resource, and the layers every request goes through.
 
+pub mod access;
+pub mod acl;
 pub mod data;
+pub mod events;
 pub mod info;
+pub mod ops;
 
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -18,18 +23,29 @@ use crate::AppState;
 const EXPOSED: [&str; 4] = ["backoff", "retry-after", "x-sync-poll-time", "etag"];
 
 /// All routes with their layers, outermost first: CORS (so that even errors carry the
-/// headers a browser needs to read them), the JSON error shape, tracing, panic catching, the
-/// request timeout, and the body limit.
+/// headers a browser needs to read them), the request id (set, and echoed in the answer), the
+/// JSON error shape, tracing (one span per request, carrying its id), panic catching, the
+/// request timeout, and the body limit. Metrics are recorded per matched route.
 pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
     // `Router::layer` wraps what is already there, so the last layer added is the outermost.
     Router::new()
         .merge(info::router())
         .merge(data::router())
+        .merge(events::router())
+        .merge(acl::router())
+        .merge(ops::router())
+        .route_layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.request_timeout))
         .layer(CatchPanicLayer::new())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
+        }))
         .layer(axum::middleware::from_fn(ensure_json_errors))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(cors(&state.config.cors_origins))
         .with_state(state)
 }
@@ -40,7 +56,11 @@ fn cors(origins: &[String]) -> CorsLayer {
     let allow_origin = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()))
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
     };
     CorsLayer::new()
         .allow_origin(allow_origin)

@@ -3,10 +3,16 @@
 //! Every decision (may this batch commit, at which seqs, must this client reset, how far the
 //! horizon moves) is made by `sync-core`, called by the backend inside its transaction.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use sync_core::acl::Acl;
+use sync_core::error::ErrorCode;
+use sync_core::Object;
+
+use crate::live::LiveEvent;
 use sync_core::memory_store::PushOutcome;
 use sync_core::push::ResetAnswer;
 use sync_core::{Head, PullAnswer, PullQuery, PushRequest};
@@ -31,6 +37,9 @@ pub struct CollectionSummary {
     pub collection_id: Option<String>,
     /// Its highest committed seq.
     pub last_seq: u64,
+    /// Its grants, for filtering the list for callers other than the owner.
+    #[serde(skip)]
+    pub acl: Option<Acl>,
 }
 
 /// A pull page together with the head it was read against (for the `ETag`).
@@ -40,6 +49,28 @@ pub struct PullPage {
     pub answer: PullAnswer,
     /// The collection head in the same snapshot.
     pub head: Head,
+}
+
+/// Who writes a batch, and what the answer may carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushContext {
+    /// The caller; recorded as the `author` of the objects they create.
+    pub user: String,
+    /// A creator (see `sync_core::acl`): may only create objects or change their own. Checked
+    /// inside the write transaction, against the authors as stored.
+    pub creator_only: bool,
+    /// The most changes a 409 answer carries (the server's `max_pull_limit`).
+    pub changes_limit: usize,
+}
+
+/// The answer to a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushReply {
+    /// Committed, conflicting or reset, as the core decided.
+    Outcome(PushOutcome),
+    /// A creator tried to change objects someone else created (their batch indexes); nothing
+    /// was written.
+    NotAuthor(Vec<usize>),
 }
 
 /// What one sweep did.
@@ -72,16 +103,40 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, app: &str, owner: &str) -> Result<Vec<CollectionSummary>, StoreError>;
 
     /// One page of changes, or the reason the client must reset.
-    async fn pull(&self, key: &CollectionKey, query: &PullQuery) -> Result<Result<PullPage, ResetAnswer>, StoreError>;
+    async fn pull(
+        &self,
+        key: &CollectionKey,
+        query: &PullQuery,
+    ) -> Result<Result<PullPage, ResetAnswer>, StoreError>;
 
     /// Commits a batch (durably, before answering), or says why not.
-    async fn push(&self, key: &CollectionKey, request: PushRequest, now_ms: u64) -> Result<PushOutcome, StoreError>;
+    async fn push(
+        &self,
+        key: &CollectionKey,
+        request: PushRequest,
+        context: PushContext,
+        now_ms: u64,
+    ) -> Result<PushReply, StoreError>;
 
     /// Removes everything in a collection and gives it a new epoch; returns the new head.
     async fn reset(&self, key: &CollectionKey) -> Result<Head, StoreError>;
 
     /// Expires objects and purges tombstones older than `retention_ms`.
     async fn sweep(&self, now_ms: u64, retention_ms: u64) -> Result<SweepReport, StoreError>;
+
+    /// A collection's grants, if it has any.
+    async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError>;
+
+    /// Replaces a collection's grants and tells its event streams to re-check access.
+    async fn set_acl(&self, key: &CollectionKey, acl: Acl) -> Result<(), StoreError>;
+
+    /// Succeeds if the database answers a trivial query (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Connections in the pool and how many are idle, for backends with a pool.
+    fn pool_usage(&self) -> Option<(usize, usize)> {
+        None
+    }
 
     /// Writes waiting for the writer; a hint for `Backoff`.
     fn backlog(&self) -> usize;
@@ -102,4 +157,80 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A pull page stops early once its data adds up to this many bytes, so that an answer stays
+/// bounded whatever `max_object_bytes × max_pull_limit` allows.
+pub const MAX_PULL_BYTES: usize = 16 * 1024 * 1024;
+
+/// Collects the rows of one pull page (read with `LIMIT query.limit + 1`), stopping at the
+/// limit or at [`MAX_PULL_BYTES`], whichever comes first. Shared by every backend so that
+/// paging is the same everywhere.
+pub struct PageBuilder {
+    limit: usize,
+    bytes: usize,
+    fetched: Vec<Object>,
+}
+
+impl PageBuilder {
+    /// An empty page for `limit` objects.
+    pub fn new(limit: usize) -> PageBuilder {
+        PageBuilder {
+            limit,
+            bytes: 0,
+            fetched: Vec::new(),
+        }
+    }
+
+    /// Adds a row; returns false once no more rows are wanted.
+    pub fn push(&mut self, object: Object) -> bool {
+        self.bytes += object.data.as_ref().map_or(0, |d| d.as_str().len());
+        self.fetched.push(object);
+        if self.fetched.len() > self.limit {
+            return false;
+        }
+        if self.bytes >= MAX_PULL_BYTES {
+            // Keep what we have; one more row (if any) tells the client there is more.
+            self.limit = self.fetched.len();
+        }
+        true
+    }
+
+    /// The answer, for a head read in the same snapshot.
+    pub fn finish(self, head: &Head, since: u64) -> PullAnswer {
+        PullAnswer::page(
+            head.collection_id.clone(),
+            since,
+            head.horizon,
+            head.last_seq,
+            self.limit,
+            self.fetched,
+        )
+    }
+}
+
+/// The `410` body for a head.
+pub fn reset_answer(head: &Head) -> ResetAnswer {
+    ResetAnswer {
+        error: ErrorCode::ResetRequired,
+        message: "the cursor or collection_id is no longer valid; drop it and resync from since=0"
+            .into(),
+        collection_id: head.collection_id.clone(),
+        horizon: head.horizon,
+    }
+}
+
+/// An ACL as stored (JSON text).
+pub fn parse_acl(text: &str) -> Result<Acl, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("a stored ACL: {e}")))
+}
+
+/// The live event for a stored object.
+pub fn change_event(object: &Object) -> LiveEvent {
+    let mut json = String::new();
+    object.write_json(&mut json);
+    LiveEvent::Change {
+        seq: object.seq,
+        json,
+    }
 }

@@ -24,14 +24,20 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use sync_core::commit::{check_pull, decide_push, Current, Decision, Head};
+use sync_core::acl::Acl;
+use sync_core::commit::{check_pull, plan_push, Current, Head, Plan, Stored, Writer};
 use sync_core::error::ErrorCode;
 use sync_core::memory_store::PushOutcome;
-use sync_core::push::{Change, Conflict, ConflictAnswer, PushOk, ResetAnswer};
+use sync_core::push::{Conflict, ConflictAnswer, PushOk, ResetAnswer};
 use sync_core::{horizon, JsonData, Object, PullAnswer, PullQuery, PushRequest};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::{new_collection_id, CollectionKey, CollectionSummary, PullPage, Store, StoreError, SweepReport};
+use crate::live::{Hub, LiveEvent};
+
+use super::{
+    change_event, new_collection_id, parse_acl, reset_answer, CollectionKey, CollectionSummary,
+    PageBuilder, PullPage, PushContext, PushReply, Store, StoreError, SweepReport,
+};
 
 /// The most jobs one group commit takes.
 const MAX_GROUP: usize = 512;
@@ -39,10 +45,6 @@ const MAX_GROUP: usize = 512;
 const QUEUE_CAPACITY: usize = 8192;
 /// How many reads run at once (each holds a blocking thread and a connection).
 const MAX_READERS: usize = 16;
-/// A pull page stops early once its data adds up to this many bytes.
-const MAX_PULL_BYTES: usize = 16 * 1024 * 1024;
-/// How many objects a 409 answer carries in `changes`.
-const CONFLICT_CHANGES_LIMIT: usize = 1000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS collections (
@@ -65,12 +67,14 @@ CREATE TABLE IF NOT EXISTS objects (
     data        TEXT,
     hash        TEXT,
     expires     INTEGER,
-    modified_ms INTEGER NOT NULL
+    modified_ms INTEGER NOT NULL,
+    author      TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS objects_by_id ON objects (cid, id);
 CREATE UNIQUE INDEX IF NOT EXISTS objects_by_seq ON objects (cid, seq);
 CREATE INDEX IF NOT EXISTS objects_expiring ON objects (expires) WHERE expires IS NOT NULL AND deleted = 0;
 CREATE INDEX IF NOT EXISTS tombstones_by_age ON objects (modified_ms) WHERE deleted = 1;
+CREATE INDEX IF NOT EXISTS tombstones_by_seq ON objects (cid, seq) WHERE deleted = 1;
 -- First answers of committed pushes, for idempotent replays.
 CREATE TABLE IF NOT EXISTS pushes (
     cid        INTEGER NOT NULL,
@@ -80,6 +84,14 @@ CREATE TABLE IF NOT EXISTS pushes (
     PRIMARY KEY (cid, push_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pushes_by_age ON pushes (created_ms);
+-- Sharing grants; a collection need not exist (or be written) to be shared.
+CREATE TABLE IF NOT EXISTS acls (
+    app   TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    acl   TEXT NOT NULL,
+    PRIMARY KEY (app, owner, name)
+) WITHOUT ROWID;
 PRAGMA user_version = 1;
 ";
 
@@ -95,35 +107,72 @@ pub struct SqliteStore {
 
 /// Work for the writer thread.
 enum Job {
-    Push { key: CollectionKey, request: PushRequest, now_ms: u64, reply: oneshot::Sender<Result<PushOutcome, StoreError>> },
-    Reset { key: CollectionKey, reply: oneshot::Sender<Result<Head, StoreError>> },
-    Sweep { now_ms: u64, retention_ms: u64, reply: oneshot::Sender<Result<SweepReport, StoreError>> },
+    Push {
+        key: CollectionKey,
+        request: PushRequest,
+        context: PushContext,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<PushReply, StoreError>>,
+    },
+    Reset {
+        key: CollectionKey,
+        reply: oneshot::Sender<Result<Head, StoreError>>,
+    },
+    Sweep {
+        now_ms: u64,
+        retention_ms: u64,
+        reply: oneshot::Sender<Result<SweepReport, StoreError>>,
+    },
+    SetAcl {
+        key: CollectionKey,
+        acl: Acl,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// A job's answer, held until its group is committed.
 enum Answer {
-    Push(oneshot::Sender<Result<PushOutcome, StoreError>>, Result<PushOutcome, StoreError>),
-    Reset(oneshot::Sender<Result<Head, StoreError>>, Result<Head, StoreError>),
-    Sweep(oneshot::Sender<Result<SweepReport, StoreError>>, Result<SweepReport, StoreError>),
+    Push(
+        oneshot::Sender<Result<PushReply, StoreError>>,
+        Result<PushReply, StoreError>,
+    ),
+    Reset(
+        oneshot::Sender<Result<Head, StoreError>>,
+        Result<Head, StoreError>,
+    ),
+    Sweep(
+        oneshot::Sender<Result<SweepReport, StoreError>>,
+        Result<SweepReport, StoreError>,
+    ),
+    SetAcl(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database in directory `dir` and starts the writer.
-    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
+    /// Opens (creating if needed) the database in directory `dir` and starts the writer, which
+    /// publishes every commit to `hub`.
+    pub fn open(dir: &Path, hub: Arc<Hub>) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("tidemark.sqlite3");
         let conn = open_connection(&path).map_err(sql_error)?;
         conn.execute_batch(SCHEMA).map_err(sql_error)?;
-        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(sql_error)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(sql_error)?;
         if check != "ok" {
-            return Err(StoreError::Internal(format!("the database failed its integrity check: {check}")));
+            return Err(StoreError::Internal(format!(
+                "the database failed its integrity check: {check}"
+            )));
         }
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let backlog = Arc::new(AtomicUsize::new(0));
         let writer_backlog = backlog.clone();
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx, writer_backlog))
+            .spawn(move || run_writer(conn, rx, writer_backlog, hub))
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
         Ok(SqliteStore {
             path,
@@ -136,10 +185,14 @@ impl SqliteStore {
     }
 
     /// Queues a job for the writer and waits for its (committed) answer.
-    async fn write<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job) -> Result<T, StoreError> {
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let sender = self.jobs.lock().expect("jobs lock").clone();
-        let sender = sender.ok_or_else(|| StoreError::Unavailable("the server is shutting down".into()))?;
+        let sender =
+            sender.ok_or_else(|| StoreError::Unavailable("the server is shutting down".into()))?;
         self.backlog.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = sender.try_send(make(reply)) {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
@@ -148,7 +201,9 @@ impl SqliteStore {
                 mpsc::TrySendError::Disconnected(_) => "the writer has stopped".into(),
             }));
         }
-        answer.await.map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
     }
 
     /// Runs `f` on a read connection on a blocking thread.
@@ -156,7 +211,11 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let _slot = self.read_slots.acquire().await.map_err(|_| StoreError::Unavailable("closing".into()))?;
+        let _slot = self
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("closing".into()))?;
         let pool = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
@@ -165,7 +224,8 @@ impl SqliteStore {
                 Some(conn) => conn,
                 None => {
                     let conn = open_connection(&path).map_err(sql_error)?;
-                    conn.execute_batch("PRAGMA query_only = 1").map_err(sql_error)?;
+                    conn.execute_batch("PRAGMA query_only = 1")
+                        .map_err(sql_error)?;
                     conn
                 }
             };
@@ -182,39 +242,72 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn head(&self, key: &CollectionKey) -> Result<Head, StoreError> {
         let key = key.clone();
-        self.read(move |conn| Ok(read_head(conn, &key).map_err(sql_error)?.map(|(_, h)| h).unwrap_or_default()))
-            .await
+        self.read(move |conn| {
+            Ok(read_head(conn, &key)
+                .map_err(sql_error)?
+                .map(|(_, h)| h)
+                .unwrap_or_default())
+        })
+        .await
     }
 
     async fn list(&self, app: &str, owner: &str) -> Result<Vec<CollectionSummary>, StoreError> {
         let (app, owner) = (app.to_string(), owner.to_string());
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT name, collection_id, last_seq FROM collections WHERE app = ?1 AND owner = ?2 ORDER BY name")
+                .prepare_cached(
+                    "SELECT c.name, c.collection_id, c.last_seq, a.acl FROM collections c
+                     LEFT JOIN acls a ON a.app = c.app AND a.owner = c.owner AND a.name = c.name
+                     WHERE c.app = ?1 AND c.owner = ?2 ORDER BY c.name",
+                )
                 .map_err(sql_error)?;
             let rows = stmt
                 .query_map(params![app, owner], |r| {
-                    Ok(CollectionSummary { name: r.get(0)?, collection_id: r.get(1)?, last_seq: r.get::<_, i64>(2)? as u64 })
+                    let last_seq = r.get::<_, i64>(2)? as u64;
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        last_seq,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
                 })
                 .map_err(sql_error)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)
+            let mut list = Vec::new();
+            for row in rows {
+                let (name, collection_id, last_seq, acl) = row.map_err(sql_error)?;
+                let acl = acl.as_deref().map(parse_acl).transpose()?;
+                list.push(CollectionSummary {
+                    name,
+                    collection_id,
+                    last_seq,
+                    acl,
+                });
+            }
+            Ok(list)
         })
         .await
     }
 
-    async fn pull(&self, key: &CollectionKey, query: &PullQuery) -> Result<Result<PullPage, ResetAnswer>, StoreError> {
+    async fn pull(
+        &self,
+        key: &CollectionKey,
+        query: &PullQuery,
+    ) -> Result<Result<PullPage, ResetAnswer>, StoreError> {
         let (key, query) = (key.clone(), query.clone());
         self.read(move |conn| {
             // One transaction: the head and the rows come from the same snapshot.
             let tx = conn.transaction().map_err(sql_error)?;
             let Some((cid, head)) = read_head(&tx, &key).map_err(sql_error)? else {
                 let head = Head::default();
-                return Ok(match check_pull(&head, query.since) {
-                    Ok(()) => Ok(PullPage { answer: PullAnswer::page(None, query.since, 0, 0, query.limit, vec![]), head }),
+                return Ok(match check_pull(&head, query.since, query.horizon) {
+                    Ok(()) => Ok(PullPage {
+                        answer: PullAnswer::page(None, query.since, 0, 0, query.limit, vec![]),
+                        head,
+                    }),
                     Err(_) => Err(reset_answer(&head)),
                 });
             };
-            if check_pull(&head, query.since).is_err() {
+            if check_pull(&head, query.since, query.horizon).is_err() {
                 return Ok(Err(reset_answer(&head)));
             }
             let answer = read_page(&tx, cid, &head, &query).map_err(sql_error)?;
@@ -223,9 +316,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn push(&self, key: &CollectionKey, request: PushRequest, now_ms: u64) -> Result<PushOutcome, StoreError> {
+    async fn push(
+        &self,
+        key: &CollectionKey,
+        request: PushRequest,
+        context: PushContext,
+        now_ms: u64,
+    ) -> Result<PushReply, StoreError> {
         let key = key.clone();
-        self.write(|reply| Job::Push { key, request, now_ms, reply }).await
+        self.write(|reply| Job::Push {
+            key,
+            request,
+            context,
+            now_ms,
+            reply,
+        })
+        .await
     }
 
     async fn reset(&self, key: &CollectionKey) -> Result<Head, StoreError> {
@@ -234,7 +340,40 @@ impl Store for SqliteStore {
     }
 
     async fn sweep(&self, now_ms: u64, retention_ms: u64) -> Result<SweepReport, StoreError> {
-        self.write(|reply| Job::Sweep { now_ms, retention_ms, reply }).await
+        self.write(|reply| Job::Sweep {
+            now_ms,
+            retention_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError> {
+        let key = key.clone();
+        self.read(move |conn| {
+            let text: Option<String> = conn
+                .prepare_cached("SELECT acl FROM acls WHERE app = ?1 AND owner = ?2 AND name = ?3")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![key.app, key.owner, key.name], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(sql_error)?;
+            text.map(|t| parse_acl(&t)).transpose()
+        })
+        .await
+    }
+
+    async fn set_acl(&self, key: &CollectionKey, acl: Acl) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.write(|reply| Job::SetAcl { key, acl, reply }).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(sql_error)
+        })
+        .await
     }
 
     fn backlog(&self) -> usize {
@@ -274,15 +413,6 @@ fn sql_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn reset_answer(head: &Head) -> ResetAnswer {
-    ResetAnswer {
-        error: ErrorCode::ResetRequired,
-        message: "the cursor or collection_id is no longer valid; drop it and resync from since=0".into(),
-        collection_id: head.collection_id.clone(),
-        horizon: head.horizon,
-    }
-}
-
 fn read_head(conn: &Connection, key: &CollectionKey) -> rusqlite::Result<Option<(i64, Head)>> {
     conn.prepare_cached("SELECT cid, collection_id, last_seq, horizon FROM collections WHERE app = ?1 AND owner = ?2 AND name = ?3")?
         .query_row(params![key.app, key.owner, key.name], |r| {
@@ -298,7 +428,7 @@ fn read_head(conn: &Connection, key: &CollectionKey) -> rusqlite::Result<Option<
         .optional()
 }
 
-const OBJECT_COLUMNS: &str = "id, type, seq, deleted, data, hash, expires";
+const OBJECT_COLUMNS: &str = "id, type, seq, deleted, data, hash, expires, author";
 
 fn object_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Object> {
     Ok(Object {
@@ -310,12 +440,18 @@ fn object_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Object> {
         data: r.get::<_, Option<String>>(4)?.map(JsonData::from_trusted),
         hash: r.get(5)?,
         expires: r.get::<_, Option<i64>>(6)?.map(|e| e as u64),
+        author: r.get(7)?,
     })
 }
 
 /// Reads one page after `query.since`, stopping at `query.limit` objects or
 /// [`MAX_PULL_BYTES`] of data, whichever comes first.
-fn read_page(conn: &Connection, cid: i64, head: &Head, query: &PullQuery) -> rusqlite::Result<PullAnswer> {
+fn read_page(
+    conn: &Connection,
+    cid: i64,
+    head: &Head,
+    query: &PullQuery,
+) -> rusqlite::Result<PullAnswer> {
     let (filter, names) = if !query.types.is_empty() {
         ("AND type IN", &query.types)
     } else if !query.exclude.is_empty() {
@@ -336,26 +472,21 @@ fn read_page(conn: &Connection, cid: i64, head: &Head, query: &PullQuery) -> rus
     values.extend(names.iter().map(|n| n.clone().into()));
     values.push(((query.limit + 1) as i64).into());
     let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
-    let mut fetched = Vec::new();
-    let mut bytes = 0usize;
-    let mut limit = query.limit;
+    let mut page = PageBuilder::new(query.limit);
     while let Some(row) = rows.next()? {
-        let object = object_from_row(row)?;
-        bytes += object.data.as_ref().map_or(0, |d| d.as_str().len());
-        fetched.push(object);
-        if fetched.len() > limit {
+        if !page.push(object_from_row(row)?) {
             break;
         }
-        if bytes >= MAX_PULL_BYTES {
-            // Keep what we have; one more row (if any) tells the client there is more.
-            limit = fetched.len();
-        }
     }
-    Ok(PullAnswer::page(head.collection_id.clone(), query.since, head.horizon, head.last_seq, limit, fetched))
+    Ok(page.finish(head, query.since))
 }
 
-/// The writer thread: group commits until every sender is gone.
-fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, backlog: Arc<AtomicUsize>) {
+fn run_writer(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    backlog: Arc<AtomicUsize>,
+    hub: Arc<Hub>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -365,14 +496,19 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, backlog: Arc<Atom
             }
         }
         let taken = group.len();
-        let answers = commit_group(&mut conn, group);
+        let (answers, events) = commit_group(&mut conn, group, &hub);
         backlog.fetch_sub(taken, Ordering::Relaxed);
+        // Subscribers hear of a commit before its writer does: never of one that failed.
+        for (key, events) in events {
+            hub.publish(&key, events);
+        }
         for answer in answers {
             // A receiver that went away (client disconnected) does not undo a commit.
             match answer {
                 Answer::Push(tx, r) => drop(tx.send(r)),
                 Answer::Reset(tx, r) => drop(tx.send(r)),
                 Answer::Sweep(tx, r) => drop(tx.send(r)),
+                Answer::SetAcl(tx, r) => drop(tx.send(r)),
             }
         }
     }
@@ -383,34 +519,91 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, backlog: Arc<Atom
     tracing::info!("database closed");
 }
 
+/// Live events of one group, to publish once it is committed.
+type GroupEvents = Vec<(CollectionKey, Vec<LiveEvent>)>;
+
 /// Runs a group of jobs in one transaction. Each job runs in its own savepoint, so one failing
 /// job does not take the others down; if the commit itself fails, every job fails.
-fn commit_group(conn: &mut Connection, group: Vec<Job>) -> Vec<Answer> {
+fn commit_group(conn: &mut Connection, group: Vec<Job>, hub: &Hub) -> (Vec<Answer>, GroupEvents) {
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let error = sql_error(e);
-            return group.into_iter().map(|job| fail(job, error.clone())).collect();
+            return (
+                group
+                    .into_iter()
+                    .map(|job| fail(job, error.clone()))
+                    .collect(),
+                Vec::new(),
+            );
         }
     };
     let mut answers = Vec::with_capacity(group.len());
+    let mut events = GroupEvents::new();
     for job in group {
         answers.push(match job {
-            Job::Push { key, request, now_ms, reply } => {
-                Answer::Push(reply, in_savepoint(&tx, |sp| push_in_tx(sp, &key, &request, now_ms)))
+            Job::Push {
+                key,
+                request,
+                context,
+                now_ms,
+                reply,
+            } => {
+                let mut written = hub.is_watched(&key).then(Written::new);
+                let outcome = in_savepoint(&tx, |sp| {
+                    push_in_tx(sp, &key, &request, &context, now_ms, written.as_mut())
+                });
+                let committed =
+                    matches!(outcome, Ok(PushReply::Outcome(PushOutcome::Committed(_))));
+                if let Some(written) = written.filter(|w| committed && !w.is_empty()) {
+                    events.push((key, written.iter().map(change_event).collect()));
+                }
+                Answer::Push(reply, outcome)
             }
-            Job::Reset { key, reply } => Answer::Reset(reply, in_savepoint(&tx, |sp| reset_in_tx(sp, &key))),
-            Job::Sweep { now_ms, retention_ms, reply } => {
-                Answer::Sweep(reply, in_savepoint(&tx, |sp| sweep_in_tx(sp, now_ms, retention_ms)))
+            Job::Reset { key, reply } => {
+                let outcome = in_savepoint(&tx, |sp| reset_in_tx(sp, &key));
+                if let Ok(head) = &outcome {
+                    let collection_id = head
+                        .collection_id
+                        .clone()
+                        .expect("a reset head has an epoch");
+                    events.push((
+                        key,
+                        vec![LiveEvent::Reset {
+                            collection_id,
+                            horizon: head.horizon,
+                        }],
+                    ));
+                }
+                Answer::Reset(reply, outcome)
+            }
+            Job::SetAcl { key, acl, reply } => {
+                let outcome = in_savepoint(&tx, |sp| set_acl_in_tx(sp, &key, &acl));
+                if outcome.is_ok() {
+                    events.push((key, vec![LiveEvent::AccessChanged]));
+                }
+                Answer::SetAcl(reply, outcome)
+            }
+            Job::Sweep {
+                now_ms,
+                retention_ms,
+                reply,
+            } => {
+                let outcome =
+                    in_savepoint(&tx, |sp| sweep_in_tx(sp, now_ms, retention_ms, &mut events));
+                Answer::Sweep(reply, outcome)
             }
         });
     }
     match tx.commit() {
-        Ok(()) => answers,
+        Ok(()) => (answers, events),
         Err(e) => {
             let error = sql_error(e);
             tracing::error!(?error, "group commit failed");
-            answers.into_iter().map(|a| a.fail(error.clone())).collect()
+            (
+                answers.into_iter().map(|a| a.fail(error.clone())).collect(),
+                Vec::new(),
+            )
         }
     }
 }
@@ -420,6 +613,7 @@ fn fail(job: Job, error: StoreError) -> Answer {
         Job::Push { reply, .. } => Answer::Push(reply, Err(error)),
         Job::Reset { reply, .. } => Answer::Reset(reply, Err(error)),
         Job::Sweep { reply, .. } => Answer::Sweep(reply, Err(error)),
+        Job::SetAcl { reply, .. } => Answer::SetAcl(reply, Err(error)),
     }
 }
 
@@ -429,11 +623,15 @@ impl Answer {
             Answer::Push(tx, _) => Answer::Push(tx, Err(error)),
             Answer::Reset(tx, _) => Answer::Reset(tx, Err(error)),
             Answer::Sweep(tx, _) => Answer::Sweep(tx, Err(error)),
+            Answer::SetAcl(tx, _) => Answer::SetAcl(tx, Err(error)),
         }
     }
 }
 
-fn in_savepoint<T>(tx: &Transaction<'_>, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+fn in_savepoint<T>(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
     tx.execute_batch("SAVEPOINT job").map_err(sql_error)?;
     match f(tx) {
         Ok(value) => {
@@ -447,7 +645,17 @@ fn in_savepoint<T>(tx: &Transaction<'_>, f: impl FnOnce(&Connection) -> rusqlite
     }
 }
 
-fn push_in_tx(conn: &Connection, key: &CollectionKey, request: &PushRequest, now_ms: u64) -> rusqlite::Result<PushOutcome> {
+/// What a committed push wrote, for the live hub (only collected when someone listens).
+type Written = Vec<Object>;
+
+fn push_in_tx(
+    conn: &Connection,
+    key: &CollectionKey,
+    request: &PushRequest,
+    context: &PushContext,
+    now_ms: u64,
+    written: Option<&mut Written>,
+) -> rusqlite::Result<PushReply> {
     let existing = read_head(conn, key)?;
     if let (Some((cid, _)), Some(push_id)) = (&existing, &request.push_id) {
         let first: Option<String> = conn
@@ -455,52 +663,86 @@ fn push_in_tx(conn: &Connection, key: &CollectionKey, request: &PushRequest, now
             .query_row(params![cid, push_id], |r| r.get(0))
             .optional()?;
         if let Some(first) = first {
-            let mut ok: PushOk = serde_json::from_str(&first)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            let mut ok: PushOk = serde_json::from_str(&first).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
             ok.replayed = true;
-            return Ok(PushOutcome::Committed(ok));
+            return Ok(PushReply::Outcome(PushOutcome::Committed(ok)));
         }
     }
-    let head = existing.as_ref().map(|(_, h)| h.clone()).unwrap_or_default();
-    let mut current = Vec::with_capacity(request.objects.len());
+    let head = existing
+        .as_ref()
+        .map(|(_, h)| h.clone())
+        .unwrap_or_default();
+
+    // The stored state of every id in the batch: seq, tombstone flag and author.
+    let mut stored: Vec<Option<Stored>> = Vec::with_capacity(request.objects.len());
     if let Some((cid, _)) = &existing {
-        let mut stmt = conn.prepare_cached("SELECT seq, deleted FROM objects WHERE cid = ?1 AND id = ?2")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, deleted, author FROM objects WHERE cid = ?1 AND id = ?2",
+        )?;
         for object in &request.objects {
-            current.push(
+            stored.push(
                 stmt.query_row(params![cid, object.id], |r| {
-                    Ok(Current { seq: r.get::<_, i64>(0)? as u64, deleted: r.get(1)? })
+                    let current = Current {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        deleted: r.get(1)?,
+                    };
+                    Ok(Stored {
+                        current,
+                        author: r.get(2)?,
+                    })
                 })
                 .optional()?,
             );
         }
     } else {
-        current.resize(request.objects.len(), None);
+        stored.resize(request.objects.len(), None);
     }
-    match decide_push(&head, request, &current) {
-        Decision::ResetRequired => Ok(PushOutcome::Reset(reset_answer(&head))),
-        Decision::Conflicts(list) => {
+    let writer = Writer {
+        user: &context.user,
+        creator_only: context.creator_only,
+    };
+    match plan_push(&head, request, &stored, writer) {
+        Plan::NotAuthor(indexes) => Ok(PushReply::NotAuthor(indexes)),
+        Plan::ResetRequired => Ok(PushReply::Outcome(PushOutcome::Reset(reset_answer(&head)))),
+        Plan::Conflicts(list) => {
             let cid = existing.as_ref().map(|(cid, _)| *cid);
             let mut conflicts = Vec::with_capacity(list.len());
             for (index, reason) in list {
                 let id = &request.objects[index].id;
                 let server = match cid {
                     Some(cid) => conn
-                        .prepare_cached(&format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE cid = ?1 AND id = ?2"))?
+                        .prepare_cached(&format!(
+                            "SELECT {OBJECT_COLUMNS} FROM objects WHERE cid = ?1 AND id = ?2"
+                        ))?
                         .query_row(params![cid, id], object_from_row)
                         .optional()?,
                     None => None,
                 };
-                conflicts.push(Conflict { id: id.clone(), reason, server });
+                conflicts.push(Conflict {
+                    id: id.clone(),
+                    reason,
+                    server,
+                });
             }
             let (changes, until, more) = match (request.since, cid) {
                 (Some(since), Some(cid)) => {
-                    let query = PullQuery { since, limit: CONFLICT_CHANGES_LIMIT, ..PullQuery::default() };
+                    let query = PullQuery {
+                        since,
+                        limit: context.changes_limit,
+                        ..PullQuery::default()
+                    };
                     let page = read_page(conn, cid, &head, &query)?;
                     (page.objects, page.until, page.more)
                 }
                 _ => (Vec::new(), 0, false),
             };
-            Ok(PushOutcome::Conflict(ConflictAnswer {
+            Ok(PushReply::Outcome(PushOutcome::Conflict(ConflictAnswer {
                 error: ErrorCode::Conflict,
                 message: "the batch conflicts with newer changes; nothing was applied".into(),
                 collection_id: head.collection_id.clone(),
@@ -508,70 +750,109 @@ fn push_in_tx(conn: &Connection, key: &CollectionKey, request: &PushRequest, now
                 conflicts,
                 changes,
                 more,
-            }))
+            })))
         }
-        Decision::Commit { first_seq } => {
+        Plan::Commit(rows) => {
             let (cid, collection_id) = match existing {
                 Some((cid, head)) => (cid, head.collection_id.expect("stored heads have an epoch")),
                 None => {
                     let epoch = new_collection_id();
                     conn.prepare_cached(
-                        "INSERT INTO collections (app, owner, name, collection_id, last_seq, horizon) VALUES (?1, ?2, ?3, ?4, 0, 0)",
+                        "INSERT INTO collections (app, owner, name, collection_id, last_seq, horizon)
+                         VALUES (?1, ?2, ?3, ?4, 0, 0)",
                     )?
                     .execute(params![key.app, key.owner, key.name, epoch])?;
                     (conn.last_insert_rowid(), epoch)
                 }
             };
             let mut upsert = conn.prepare_cached(
-                "INSERT INTO objects (cid, id, seq, type, deleted, data, hash, expires, modified_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO objects (cid, id, seq, type, deleted, data, hash, expires, modified_ms, author)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (cid, id) DO UPDATE SET seq = excluded.seq, type = excluded.type,
                    deleted = excluded.deleted, data = excluded.data, hash = excluded.hash,
-                   expires = excluded.expires, modified_ms = excluded.modified_ms",
+                   expires = excluded.expires, modified_ms = excluded.modified_ms,
+                   author = excluded.author",
             )?;
-            let mut seqs = Vec::with_capacity(request.objects.len());
-            for (i, object) in request.objects.iter().enumerate() {
-                let seq = first_seq + i as u64;
-                let (deleted, data, hash, expires) = match &object.change {
-                    Change::Put { data, expires } => {
-                        (false, Some(data.as_str()), Some(sync_core::hash::data_hash(data.as_str())), expires.map(|e| e as i64))
-                    }
-                    Change::Delete => (true, None, None, None),
-                };
-                upsert.execute(params![cid, object.id, seq as i64, object.kind, deleted, data, hash, expires, now_ms as i64])?;
-                seqs.push(seq);
+            let mut seqs = Vec::with_capacity(rows.len());
+            for row in &rows {
+                upsert.execute(params![
+                    cid,
+                    row.id,
+                    row.seq as i64,
+                    row.kind,
+                    row.deleted,
+                    row.data.as_ref().map(JsonData::as_str),
+                    row.hash,
+                    row.expires.map(|e| e as i64),
+                    now_ms as i64,
+                    row.author,
+                ])?;
+                seqs.push(row.seq);
             }
-            let until = first_seq - 1 + request.objects.len() as u64;
-            conn.prepare_cached("UPDATE collections SET last_seq = ?1 WHERE cid = ?2")?.execute(params![until as i64, cid])?;
-            let ok = PushOk { collection_id, seqs, until, replayed: false };
+            let until = seqs.last().copied().unwrap_or(head.last_seq);
+            if let Some(written) = written {
+                *written = rows;
+            }
+            conn.prepare_cached("UPDATE collections SET last_seq = ?1 WHERE cid = ?2")?
+                .execute(params![until as i64, cid])?;
+            let ok = PushOk {
+                collection_id,
+                seqs,
+                until,
+                replayed: false,
+            };
             if let Some(push_id) = &request.push_id {
                 let first = serde_json::to_string(&ok).expect("a push answer serialises");
-                conn.prepare_cached("INSERT INTO pushes (cid, push_id, answer, created_ms) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![cid, push_id, first, now_ms as i64])?;
+                conn.prepare_cached(
+                    "INSERT INTO pushes (cid, push_id, answer, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![cid, push_id, first, now_ms as i64])?;
             }
-            Ok(PushOutcome::Committed(ok))
+            Ok(PushReply::Outcome(PushOutcome::Committed(ok)))
         }
     }
+}
+
+fn set_acl_in_tx(conn: &Connection, key: &CollectionKey, acl: &Acl) -> rusqlite::Result<()> {
+    let text = serde_json::to_string(acl).expect("an ACL serialises");
+    conn.prepare_cached(
+        "INSERT INTO acls (app, owner, name, acl) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (app, owner, name) DO UPDATE SET acl = excluded.acl",
+    )?
+    .execute(params![key.app, key.owner, key.name, text])?;
+    Ok(())
 }
 
 fn reset_in_tx(conn: &Connection, key: &CollectionKey) -> rusqlite::Result<Head> {
     let epoch = new_collection_id();
     match read_head(conn, key)? {
         Some((cid, head)) => {
-            conn.prepare_cached("DELETE FROM objects WHERE cid = ?1")?.execute([cid])?;
-            conn.prepare_cached("DELETE FROM pushes WHERE cid = ?1")?.execute([cid])?;
+            conn.prepare_cached("DELETE FROM objects WHERE cid = ?1")?
+                .execute([cid])?;
+            conn.prepare_cached("DELETE FROM pushes WHERE cid = ?1")?
+                .execute([cid])?;
             // Seqs keep counting up across epochs and every old cursor falls below the horizon,
             // so no cursor of the old epoch can pass for one of the new.
-            conn.prepare_cached("UPDATE collections SET collection_id = ?1, horizon = last_seq WHERE cid = ?2")?
-                .execute(params![epoch, cid])?;
-            Ok(Head { collection_id: Some(epoch), last_seq: head.last_seq, horizon: head.last_seq })
+            conn.prepare_cached(
+                "UPDATE collections SET collection_id = ?1, horizon = last_seq WHERE cid = ?2",
+            )?
+            .execute(params![epoch, cid])?;
+            Ok(Head {
+                collection_id: Some(epoch),
+                last_seq: head.last_seq,
+                horizon: head.last_seq,
+            })
         }
         None => {
             conn.prepare_cached(
                 "INSERT INTO collections (app, owner, name, collection_id, last_seq, horizon) VALUES (?1, ?2, ?3, ?4, 0, 0)",
             )?
             .execute(params![key.app, key.owner, key.name, epoch])?;
-            Ok(Head { collection_id: Some(epoch), last_seq: 0, horizon: 0 })
+            Ok(Head {
+                collection_id: Some(epoch),
+                last_seq: 0,
+                horizon: 0,
+            })
         }
     }
 }
@@ -579,39 +860,56 @@ fn reset_in_tx(conn: &Connection, key: &CollectionKey) -> rusqlite::Result<Head>
 /// How many expired objects one sweep turns into tombstones (the rest wait for the next).
 const SWEEP_BATCH: i64 = 10_000;
 
-fn sweep_in_tx(conn: &Connection, now_ms: u64, retention_ms: u64) -> rusqlite::Result<SweepReport> {
+fn sweep_in_tx(
+    conn: &Connection,
+    now_ms: u64,
+    retention_ms: u64,
+    events: &mut GroupEvents,
+) -> rusqlite::Result<SweepReport> {
     let mut report = SweepReport::default();
     // 1. Expired objects become tombstones, each with a new seq so that clients hear of it.
-    let expired: Vec<(i64, String)> = conn
+    let expired: Vec<(i64, String, String)> = conn
         // `expires <= now` is `horizon::is_expired`, evaluated by the index.
-        .prepare_cached("SELECT cid, id FROM objects WHERE expires IS NOT NULL AND deleted = 0 AND expires <= ?1 ORDER BY cid, seq LIMIT ?2")?
-        .query_map(params![now_ms as i64, SWEEP_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare_cached("SELECT cid, id, type FROM objects WHERE expires IS NOT NULL AND deleted = 0 AND expires <= ?1 ORDER BY cid, seq LIMIT ?2")?
+        .query_map(params![now_ms as i64, SWEEP_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    for (cid, id) in &expired {
-        let seq: i64 = conn
-            .prepare_cached("UPDATE collections SET last_seq = last_seq + 1 WHERE cid = ?1 RETURNING last_seq")?
-            .query_row([cid], |r| r.get(0))?;
+    for (cid, id, kind) in expired {
+        let (seq, app, owner, name): (i64, String, String, String) = conn
+            .prepare_cached("UPDATE collections SET last_seq = last_seq + 1 WHERE cid = ?1 RETURNING last_seq, app, owner, name")?
+            .query_row([cid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         conn.prepare_cached(
             "UPDATE objects SET seq = ?1, deleted = 1, data = NULL, hash = NULL, expires = NULL, modified_ms = ?2 WHERE cid = ?3 AND id = ?4",
         )?
         .execute(params![seq, now_ms as i64, cid, id])?;
         report.expired += 1;
+        let key = CollectionKey { app, owner, name };
+        let tombstone = Object::tombstone(id, kind, seq as u64);
+        events.push((key, vec![change_event(&tombstone)]));
     }
-    // 2. Tombstones past the retention window are purged; the horizon moves up to the highest
-    //    purged seq of each collection.
+    // 2. Tombstones past the retention window are purged: in each collection, every tombstone
+    //    up to the highest such seq, so that the horizon moves whenever anything is purged and
+    //    a client that echoes the horizon it started paging with can trust it.
     let cutoff = horizon::purge_before(now_ms, retention_ms) as i64;
-    let purged: Vec<(i64, i64, i64)> = conn
-        .prepare_cached("SELECT cid, MAX(seq), COUNT(*) FROM objects WHERE deleted = 1 AND modified_ms < ?1 GROUP BY cid")?
-        .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let purgeable: Vec<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT cid, MAX(seq) FROM objects WHERE deleted = 1 AND modified_ms < ?1 GROUP BY cid",
+        )?
+        .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    for (cid, max_seq, count) in purged {
-        let old: i64 = conn.prepare_cached("SELECT horizon FROM collections WHERE cid = ?1")?.query_row([cid], |r| r.get(0))?;
-        let new = horizon::horizon_after_purge(old as u64, Some(max_seq as u64));
-        conn.prepare_cached("UPDATE collections SET horizon = ?1 WHERE cid = ?2")?.execute(params![new as i64, cid])?;
-        report.purged += count as u64;
+    for (cid, up_to) in purgeable {
+        let purged = conn
+            .prepare_cached("DELETE FROM objects WHERE cid = ?1 AND deleted = 1 AND seq <= ?2")?
+            .execute(params![cid, up_to])?;
+        let old: i64 = conn
+            .prepare_cached("SELECT horizon FROM collections WHERE cid = ?1")?
+            .query_row([cid], |r| r.get(0))?;
+        let new = horizon::horizon_after_purge(old as u64, Some(up_to as u64));
+        conn.prepare_cached("UPDATE collections SET horizon = ?1 WHERE cid = ?2")?
+            .execute(params![new as i64, cid])?;
+        report.purged += purged as u64;
     }
-    conn.prepare_cached("DELETE FROM objects WHERE deleted = 1 AND modified_ms < ?1")?.execute([cutoff])?;
     // 3. Replay records live as long as tombstones do.
-    conn.prepare_cached("DELETE FROM pushes WHERE created_ms < ?1")?.execute([cutoff])?;
+    conn.prepare_cached("DELETE FROM pushes WHERE created_ms < ?1")?
+        .execute([cutoff])?;
     Ok(report)
 }

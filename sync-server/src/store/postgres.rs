@@ -1,0 +1,971 @@
+//! The PostgreSQL backend: many stateless nodes on one database.
+//!
+//! # Concurrency
+//!
+//! Every push is one transaction that first locks its collection's head row
+//! (`SELECT … FOR UPDATE`). Writers of one collection are therefore serialised across all
+//! nodes, seqs are allocated under that lock, and a rollback leaves no gap. Pulls read the
+//! head and the rows in one `REPEATABLE READ` snapshot.
+//!
+//! # Live events across nodes
+//!
+//! A commit sends `pg_notify` in its own transaction, so notifications arrive in commit order,
+//! and only for commits. Each node listens on one dedicated connection and publishes what it
+//! hears to its local [`Hub`], reading the committed objects once per node. All publishing goes
+//! through that path (a node's own commits too), so every subscriber sees one order. If the
+//! listening connection drops, the node publishes [`LiveEvent::Gap`] once it listens again, and
+//! every stream catches up from the database.
+//!
+//! # Durability
+//!
+//! A push is answered after `COMMIT` returns, with PostgreSQL's default
+//! `synchronous_commit = on`: the WAL is flushed first.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sync_core::acl::Acl;
+use sync_core::commit::{check_pull, plan_push, Current, Head, Plan, Stored, Writer};
+use sync_core::error::ErrorCode;
+use sync_core::memory_store::PushOutcome;
+use sync_core::push::{Conflict, ConflictAnswer, PushOk, ResetAnswer};
+use sync_core::{horizon, JsonData, Object, PullAnswer, PullQuery, PushRequest};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+use super::{
+    change_event, new_collection_id, parse_acl, reset_answer, CollectionKey, CollectionSummary,
+    PageBuilder, PullPage, PushContext, PushReply, Store, StoreError, SweepReport,
+};
+use crate::live::{Hub, LiveEvent};
+
+/// Schema migrations, applied in order at start-up; the number is the schema version.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "
+CREATE TABLE collections (
+    cid           BIGSERIAL PRIMARY KEY,
+    app           TEXT NOT NULL,
+    owner         TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    collection_id TEXT NOT NULL,
+    last_seq      BIGINT NOT NULL,
+    horizon       BIGINT NOT NULL,
+    UNIQUE (app, owner, name)
+);
+CREATE TABLE objects (
+    cid         BIGINT NOT NULL REFERENCES collections (cid),
+    id          TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    type        TEXT NOT NULL,
+    deleted     BOOLEAN NOT NULL,
+    data        TEXT,
+    hash        TEXT,
+    expires     BIGINT,
+    modified_ms BIGINT NOT NULL,
+    author      TEXT,
+    PRIMARY KEY (cid, id)
+);
+CREATE UNIQUE INDEX objects_by_seq ON objects (cid, seq);
+CREATE INDEX objects_expiring ON objects (expires) WHERE expires IS NOT NULL AND NOT deleted;
+CREATE INDEX tombstones_by_age ON objects (modified_ms) WHERE deleted;
+CREATE INDEX tombstones_by_seq ON objects (cid, seq) WHERE deleted;
+CREATE TABLE pushes (
+    cid        BIGINT NOT NULL,
+    push_id    TEXT NOT NULL,
+    answer     TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (cid, push_id)
+);
+CREATE INDEX pushes_by_age ON pushes (created_ms);
+CREATE TABLE acls (
+    app   TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    acl   TEXT NOT NULL,
+    PRIMARY KEY (app, owner, name)
+);
+",
+)];
+
+/// Serialises migrations (and sweeps) across nodes; any constant unique to Tidemark.
+const MIGRATION_LOCK: i64 = 0x7469_6465_6d61_7201;
+const SWEEP_LOCK: i64 = 0x7469_6465_6d61_7202;
+/// Notifications waiting for the listener before it declares a gap.
+const NOTIFY_QUEUE: usize = 10_000;
+/// How many expired objects one sweep turns into tombstones.
+const SWEEP_BATCH: i64 = 10_000;
+
+const OBJECT_COLUMNS: &str = "id, type, seq, deleted, data, hash, expires, author";
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: Pool,
+    /// Requests waiting for or holding a connection; a hint for `Backoff`.
+    waiting: AtomicUsize,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What a commit tells the other nodes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Notice {
+    app: String,
+    owner: String,
+    name: String,
+    #[serde(flatten)]
+    what: Announced,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Announced {
+    /// Seqs `from+1 ..= to` were committed.
+    Range {
+        from: u64,
+        to: u64,
+    },
+    Reset {
+        collection_id: String,
+        horizon: u64,
+    },
+    Acl,
+}
+
+impl PostgresStore {
+    /// Connects to `url`, uses (creating if needed) `schema`, migrates it, and starts listening
+    /// for other nodes' commits.
+    pub async fn open(
+        url: &str,
+        schema: &str,
+        pool_size: usize,
+        hub: Arc<Hub>,
+    ) -> Result<PostgresStore, StoreError> {
+        if schema.is_empty()
+            || !schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(StoreError::Internal(format!(
+                "schema name {schema:?} must match [a-z0-9_]+"
+            )));
+        }
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Internal(format!("--database: {e}")))?;
+        config.options(format!("-c search_path={schema}"));
+        config.connect_timeout(Duration::from_secs(5));
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("building the pool: {e}")))?;
+        migrate(&pool, schema).await?;
+        let channel = format!("tidemark_{schema}");
+        let listener = tokio::spawn(listen(config, channel, pool.clone(), hub));
+        Ok(PostgresStore {
+            pool,
+            waiting: AtomicUsize::new(0),
+            listener: Mutex::new(Some(listener)),
+        })
+    }
+
+    async fn client(&self) -> Result<Client<'_>, StoreError> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let guard = Waiting(&self.waiting);
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("database pool: {e}")))?;
+        Ok(Client {
+            client,
+            _guard: guard,
+        })
+    }
+}
+
+/// A pooled connection, counted in `waiting` while held.
+struct Client<'a> {
+    client: deadpool_postgres::Object,
+    _guard: Waiting<'a>,
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error().map(|d| d.code().code()) {
+        Some("53100") => StoreError::Full,
+        // Serialisation failure, deadlock, shutdown, too many connections: try again later.
+        Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300") => {
+            StoreError::Unavailable(format!("postgres: {e}"))
+        }
+        Some(_) => StoreError::Internal(format!("postgres: {e}")),
+        // No server error: the connection broke or could not be made.
+        None => StoreError::Unavailable(format!("postgres: {e}")),
+    }
+}
+
+async fn migrate(pool: &Pool, schema: &str) -> Result<(), StoreError> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("database pool: {e}")))?;
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .await
+        .map_err(pg_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    // One node migrates at a time; the others wait here, then find nothing left to do.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_error)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS tidemark_schema (version INT NOT NULL)")
+        .await
+        .map_err(pg_error)?;
+    let version: i32 = tx
+        .query_opt("SELECT version FROM tidemark_schema", &[])
+        .await
+        .map_err(pg_error)?
+        .map_or(0, |r| r.get(0));
+    for (number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n > version) {
+        tracing::info!(schema, version = number, "migrating");
+        tx.batch_execute(sql).await.map_err(pg_error)?;
+        tx.execute("DELETE FROM tidemark_schema", &[])
+            .await
+            .map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO tidemark_schema (version) VALUES ($1)",
+            &[number],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+fn object_from_row(row: &Row) -> Object {
+    Object {
+        id: row.get(0),
+        kind: row.get(1),
+        seq: row.get::<_, i64>(2) as u64,
+        deleted: row.get(3),
+        // The text was validated before it was stored.
+        data: row.get::<_, Option<String>>(4).map(JsonData::from_trusted),
+        hash: row.get(5),
+        expires: row.get::<_, Option<i64>>(6).map(|e| e as u64),
+        author: row.get(7),
+    }
+}
+
+fn head_from_row(row: &Row) -> (i64, Head) {
+    (
+        row.get(0),
+        Head {
+            collection_id: Some(row.get(1)),
+            last_seq: row.get::<_, i64>(2) as u64,
+            horizon: row.get::<_, i64>(3) as u64,
+        },
+    )
+}
+
+const HEAD_QUERY: &str =
+    "SELECT cid, collection_id, last_seq, horizon FROM collections WHERE app = $1 AND owner = $2 AND name = $3";
+
+async fn read_page(
+    tx: &impl deadpool_postgres::GenericClient,
+    cid: i64,
+    head: &Head,
+    query: &PullQuery,
+) -> Result<PullAnswer, tokio_postgres::Error> {
+    let filter = if !query.types.is_empty() {
+        "AND type = ANY($3)"
+    } else if !query.exclude.is_empty() {
+        "AND NOT (type = ANY($3))"
+    } else {
+        "AND $3::text[] IS NOT NULL"
+    };
+    let names: &Vec<String> = if query.types.is_empty() {
+        &query.exclude
+    } else {
+        &query.types
+    };
+    let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE cid = $1 AND seq > $2 {filter} ORDER BY seq LIMIT $4");
+    let rows = tx
+        .query(
+            &sql,
+            &[
+                &cid,
+                &(query.since as i64),
+                names,
+                &((query.limit + 1) as i64),
+            ],
+        )
+        .await?;
+    let mut page = PageBuilder::new(query.limit);
+    for row in &rows {
+        if !page.push(object_from_row(row)) {
+            break;
+        }
+    }
+    Ok(page.finish(head, query.since))
+}
+
+fn notify_sql() -> &'static str {
+    "SELECT pg_notify('tidemark_' || current_schema(), $1)"
+}
+
+fn notice(key: &CollectionKey, what: Announced) -> String {
+    let notice = Notice {
+        app: key.app.clone(),
+        owner: key.owner.clone(),
+        name: key.name.clone(),
+        what,
+    };
+    serde_json::to_string(&notice).expect("a notice serialises")
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn head(&self, key: &CollectionKey) -> Result<Head, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .client
+            .query_opt(HEAD_QUERY, &[&key.app, &key.owner, &key.name])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|r| head_from_row(&r).1).unwrap_or_default())
+    }
+
+    async fn list(&self, app: &str, owner: &str) -> Result<Vec<CollectionSummary>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .client
+            .query(
+                "SELECT c.name, c.collection_id, c.last_seq, a.acl FROM collections c
+                 LEFT JOIN acls a ON a.app = c.app AND a.owner = c.owner AND a.name = c.name
+                 WHERE c.app = $1 AND c.owner = $2 ORDER BY c.name",
+                &[&app, &owner],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                let acl = r
+                    .get::<_, Option<String>>(3)
+                    .as_deref()
+                    .map(parse_acl)
+                    .transpose()?;
+                Ok(CollectionSummary {
+                    name: r.get(0),
+                    collection_id: r.get(1),
+                    last_seq: r.get::<_, i64>(2) as u64,
+                    acl,
+                })
+            })
+            .collect()
+    }
+
+    async fn pull(
+        &self,
+        key: &CollectionKey,
+        query: &PullQuery,
+    ) -> Result<Result<PullPage, ResetAnswer>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = tx
+            .query_opt(HEAD_QUERY, &[&key.app, &key.owner, &key.name])
+            .await
+            .map_err(pg_error)?
+        else {
+            let head = Head::default();
+            return Ok(match check_pull(&head, query.since, query.horizon) {
+                Ok(()) => Ok(PullPage {
+                    answer: PullAnswer::page(None, query.since, 0, 0, query.limit, vec![]),
+                    head,
+                }),
+                Err(_) => Err(reset_answer(&head)),
+            });
+        };
+        let (cid, head) = head_from_row(&row);
+        if check_pull(&head, query.since, query.horizon).is_err() {
+            return Ok(Err(reset_answer(&head)));
+        }
+        let answer = read_page(&tx, cid, &head, query).await.map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(Ok(PullPage { answer, head }))
+    }
+
+    async fn push(
+        &self,
+        key: &CollectionKey,
+        request: PushRequest,
+        context: PushContext,
+        now_ms: u64,
+    ) -> Result<PushReply, StoreError> {
+        let mut client = self.client().await?;
+        // Twice at most: the second time only if another node created the collection between
+        // our read and our insert.
+        for _ in 0..2 {
+            let tx = client.client.transaction().await.map_err(pg_error)?;
+            let existing = tx
+                .query_opt(
+                    &format!("{HEAD_QUERY} FOR UPDATE"),
+                    &[&key.app, &key.owner, &key.name],
+                )
+                .await
+                .map_err(pg_error)?
+                .map(|r| head_from_row(&r));
+            if let (Some((cid, _)), Some(push_id)) = (&existing, &request.push_id) {
+                let first = tx
+                    .query_opt(
+                        "SELECT answer FROM pushes WHERE cid = $1 AND push_id = $2",
+                        &[cid, push_id],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                if let Some(first) = first {
+                    let mut ok: PushOk = serde_json::from_str(first.get(0))
+                        .map_err(|e| StoreError::Internal(format!("a stored push answer: {e}")))?;
+                    ok.replayed = true;
+                    return Ok(PushReply::Outcome(PushOutcome::Committed(ok)));
+                }
+            }
+            let head = existing
+                .as_ref()
+                .map(|(_, h)| h.clone())
+                .unwrap_or_default();
+            let ids: Vec<&str> = request.objects.iter().map(|o| o.id.as_str()).collect();
+            let mut by_id: HashMap<String, Stored> = HashMap::new();
+            if let Some((cid, _)) = &existing {
+                let rows = tx
+                    .query("SELECT id, seq, deleted, author FROM objects WHERE cid = $1 AND id = ANY($2)", &[cid, &ids])
+                    .await
+                    .map_err(pg_error)?;
+                for r in rows {
+                    let current = Current {
+                        seq: r.get::<_, i64>(1) as u64,
+                        deleted: r.get(2),
+                    };
+                    by_id.insert(
+                        r.get(0),
+                        Stored {
+                            current,
+                            author: r.get(3),
+                        },
+                    );
+                }
+            }
+            let stored: Vec<Option<Stored>> = ids.iter().map(|id| by_id.remove(*id)).collect();
+            let writer = Writer {
+                user: &context.user,
+                creator_only: context.creator_only,
+            };
+            let rows = match plan_push(&head, &request, &stored, writer) {
+                Plan::NotAuthor(indexes) => return Ok(PushReply::NotAuthor(indexes)),
+                Plan::ResetRequired => {
+                    return Ok(PushReply::Outcome(PushOutcome::Reset(reset_answer(&head))))
+                }
+                Plan::Conflicts(list) => {
+                    let cid = existing.as_ref().map(|(cid, _)| *cid);
+                    let conflicting: Vec<&str> = list
+                        .iter()
+                        .map(|(i, _)| request.objects[*i].id.as_str())
+                        .collect();
+                    let mut servers: HashMap<String, Object> = HashMap::new();
+                    let (mut changes, mut until, mut more) = (Vec::new(), 0, false);
+                    if let Some(cid) = cid {
+                        let sql = format!(
+                            "SELECT {OBJECT_COLUMNS} FROM objects WHERE cid = $1 AND id = ANY($2)"
+                        );
+                        for row in tx
+                            .query(&sql, &[&cid, &conflicting])
+                            .await
+                            .map_err(pg_error)?
+                        {
+                            let object = object_from_row(&row);
+                            servers.insert(object.id.clone(), object);
+                        }
+                        if let Some(since) = request.since {
+                            let query = PullQuery {
+                                since,
+                                limit: context.changes_limit,
+                                ..PullQuery::default()
+                            };
+                            let page =
+                                read_page(&tx, cid, &head, &query).await.map_err(pg_error)?;
+                            (changes, until, more) = (page.objects, page.until, page.more);
+                        }
+                    }
+                    let conflicts = list
+                        .into_iter()
+                        .map(|(index, reason)| {
+                            let id = request.objects[index].id.clone();
+                            Conflict {
+                                server: servers.get(&id).cloned(),
+                                id,
+                                reason,
+                            }
+                        })
+                        .collect();
+                    return Ok(PushReply::Outcome(PushOutcome::Conflict(ConflictAnswer {
+                        error: ErrorCode::Conflict,
+                        message: "the batch conflicts with newer changes; nothing was applied"
+                            .into(),
+                        collection_id: head.collection_id.clone(),
+                        until,
+                        conflicts,
+                        changes,
+                        more,
+                    })));
+                }
+                Plan::Commit(rows) => rows,
+            };
+            let (cid, collection_id) = match existing {
+                Some((cid, head)) => (cid, head.collection_id.expect("stored heads have an epoch")),
+                None => {
+                    let epoch = new_collection_id();
+                    let created = tx
+                        .query_opt(
+                            "INSERT INTO collections (app, owner, name, collection_id, last_seq, horizon)
+                             VALUES ($1, $2, $3, $4, 0, 0) ON CONFLICT (app, owner, name) DO NOTHING RETURNING cid",
+                            &[&key.app, &key.owner, &key.name, &epoch],
+                        )
+                        .await
+                        .map_err(pg_error)?;
+                    match created {
+                        Some(row) => (row.get(0), epoch),
+                        None => continue, // created meanwhile by another node: start over
+                    }
+                }
+            };
+            write_rows(&tx, cid, &rows, now_ms)
+                .await
+                .map_err(pg_error)?;
+            let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+            let until = seqs.last().copied().unwrap_or(head.last_seq);
+            tx.execute(
+                "UPDATE collections SET last_seq = $1 WHERE cid = $2",
+                &[&(until as i64), &cid],
+            )
+            .await
+            .map_err(pg_error)?;
+            let ok = PushOk {
+                collection_id,
+                seqs,
+                until,
+                replayed: false,
+            };
+            if let Some(push_id) = &request.push_id {
+                let first = serde_json::to_string(&ok).expect("a push answer serialises");
+                tx.execute(
+                    "INSERT INTO pushes (cid, push_id, answer, created_ms) VALUES ($1, $2, $3, $4)",
+                    &[&cid, push_id, &first, &(now_ms as i64)],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+            if !rows.is_empty() {
+                let what = Announced::Range {
+                    from: head.last_seq,
+                    to: until,
+                };
+                tx.execute(notify_sql(), &[&notice(key, what)])
+                    .await
+                    .map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)?;
+            return Ok(PushReply::Outcome(PushOutcome::Committed(ok)));
+        }
+        Err(StoreError::Unavailable(
+            "the collection was being created concurrently; retry".into(),
+        ))
+    }
+
+    async fn reset(&self, key: &CollectionKey) -> Result<Head, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.client.transaction().await.map_err(pg_error)?;
+        let epoch = new_collection_id();
+        // Create the row if it is missing, then lock it, in either case.
+        tx.execute(
+            "INSERT INTO collections (app, owner, name, collection_id, last_seq, horizon)
+             VALUES ($1, $2, $3, $4, 0, 0) ON CONFLICT (app, owner, name) DO NOTHING",
+            &[&key.app, &key.owner, &key.name, &epoch],
+        )
+        .await
+        .map_err(pg_error)?;
+        let row = tx
+            .query_one(
+                &format!("{HEAD_QUERY} FOR UPDATE"),
+                &[&key.app, &key.owner, &key.name],
+            )
+            .await
+            .map_err(pg_error)?;
+        let (cid, head) = head_from_row(&row);
+        tx.execute("DELETE FROM objects WHERE cid = $1", &[&cid])
+            .await
+            .map_err(pg_error)?;
+        tx.execute("DELETE FROM pushes WHERE cid = $1", &[&cid])
+            .await
+            .map_err(pg_error)?;
+        // Seqs keep counting up across epochs and every old cursor falls below the horizon.
+        tx.execute(
+            "UPDATE collections SET collection_id = $1, horizon = last_seq WHERE cid = $2",
+            &[&epoch, &cid],
+        )
+        .await
+        .map_err(pg_error)?;
+        let what = Announced::Reset {
+            collection_id: epoch.clone(),
+            horizon: head.last_seq,
+        };
+        tx.execute(notify_sql(), &[&notice(key, what)])
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(Head {
+            collection_id: Some(epoch),
+            last_seq: head.last_seq,
+            horizon: head.last_seq,
+        })
+    }
+
+    async fn sweep(&self, now_ms: u64, retention_ms: u64) -> Result<SweepReport, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.client.transaction().await.map_err(pg_error)?;
+        let mut report = SweepReport::default();
+        // One node sweeps at a time; the others skip this round.
+        let got: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if !got {
+            return Ok(report);
+        }
+        // 1. Expired objects become tombstones with a new seq. Each is re-checked under its
+        //    collection's lock: a push may have replaced it since the first read.
+        let expired = tx
+            .query(
+                "SELECT cid, id FROM objects WHERE expires IS NOT NULL AND NOT deleted AND expires <= $1
+                 ORDER BY cid, seq LIMIT $2",
+                &[&(now_ms as i64), &SWEEP_BATCH],
+            )
+            .await
+            .map_err(pg_error)?;
+        for row in expired {
+            let (cid, id): (i64, String) = (row.get(0), row.get(1));
+            let head = tx
+                .query_one(
+                    "SELECT app, owner, name, last_seq FROM collections WHERE cid = $1 FOR UPDATE",
+                    &[&cid],
+                )
+                .await
+                .map_err(pg_error)?;
+            let seq = head.get::<_, i64>(3) + 1;
+            let changed = tx
+                .execute(
+                    "UPDATE objects SET seq = $1, deleted = TRUE, data = NULL, hash = NULL, expires = NULL, modified_ms = $2
+                     WHERE cid = $3 AND id = $4 AND NOT deleted AND expires <= $2",
+                    &[&seq, &(now_ms as i64), &cid, &id],
+                )
+                .await
+                .map_err(pg_error)?;
+            if changed == 0 {
+                continue;
+            }
+            tx.execute(
+                "UPDATE collections SET last_seq = $1 WHERE cid = $2",
+                &[&seq, &cid],
+            )
+            .await
+            .map_err(pg_error)?;
+            let key = CollectionKey {
+                app: head.get(0),
+                owner: head.get(1),
+                name: head.get(2),
+            };
+            let what = Announced::Range {
+                from: seq as u64 - 1,
+                to: seq as u64,
+            };
+            tx.execute(notify_sql(), &[&notice(&key, what)])
+                .await
+                .map_err(pg_error)?;
+            report.expired += 1;
+        }
+        // 2. Purge every tombstone up to the highest one past the retention window, per
+        //    collection, and move the horizon there (see `sync_core::horizon`).
+        let cutoff = horizon::purge_before(now_ms, retention_ms) as i64;
+        let purgeable = tx
+            .query(
+                "SELECT cid, MAX(seq) FROM objects WHERE deleted AND modified_ms < $1 GROUP BY cid",
+                &[&cutoff],
+            )
+            .await
+            .map_err(pg_error)?;
+        for row in purgeable {
+            let (cid, up_to): (i64, i64) = (row.get(0), row.get(1));
+            let old: i64 = tx
+                .query_one(
+                    "SELECT horizon FROM collections WHERE cid = $1 FOR UPDATE",
+                    &[&cid],
+                )
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            let purged = tx
+                .execute(
+                    "DELETE FROM objects WHERE cid = $1 AND deleted AND seq <= $2",
+                    &[&cid, &up_to],
+                )
+                .await
+                .map_err(pg_error)?;
+            let new = horizon::horizon_after_purge(old as u64, Some(up_to as u64)) as i64;
+            tx.execute(
+                "UPDATE collections SET horizon = $1 WHERE cid = $2",
+                &[&new, &cid],
+            )
+            .await
+            .map_err(pg_error)?;
+            report.purged += purged;
+        }
+        // 3. Replay records live as long as tombstones do.
+        tx.execute("DELETE FROM pushes WHERE created_ms < $1", &[&cutoff])
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(report)
+    }
+
+    async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .client
+            .query_opt(
+                "SELECT acl FROM acls WHERE app = $1 AND owner = $2 AND name = $3",
+                &[&key.app, &key.owner, &key.name],
+            )
+            .await
+            .map_err(pg_error)?;
+        row.map(|r| parse_acl(r.get(0))).transpose()
+    }
+
+    async fn set_acl(&self, key: &CollectionKey, acl: Acl) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.client.transaction().await.map_err(pg_error)?;
+        let text = serde_json::to_string(&acl).expect("an ACL serialises");
+        tx.execute(
+            "INSERT INTO acls (app, owner, name, acl) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (app, owner, name) DO UPDATE SET acl = excluded.acl",
+            &[&key.app, &key.owner, &key.name, &text],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.execute(notify_sql(), &[&notice(key, Announced::Acl)])
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    fn backlog(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    fn pool_usage(&self) -> Option<(usize, usize)> {
+        let status = self.pool.status();
+        Some((status.size, status.available))
+    }
+
+    async fn close(&self) {
+        if let Some(listener) = self.listener.lock().expect("listener lock").take() {
+            listener.abort();
+        }
+        self.pool.close();
+    }
+}
+
+/// Writes a commit's rows in one statement.
+async fn write_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    cid: i64,
+    rows: &[Object],
+    now_ms: u64,
+) -> Result<(), tokio_postgres::Error> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq as i64).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    let deleted: Vec<bool> = rows.iter().map(|r| r.deleted).collect();
+    let data: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.data.as_ref().map(JsonData::as_str))
+        .collect();
+    let hashes: Vec<Option<&str>> = rows.iter().map(|r| r.hash.as_deref()).collect();
+    let expires: Vec<Option<i64>> = rows.iter().map(|r| r.expires.map(|e| e as i64)).collect();
+    let authors: Vec<Option<&str>> = rows.iter().map(|r| r.author.as_deref()).collect();
+    tx.execute(
+        "INSERT INTO objects (cid, id, seq, type, deleted, data, hash, expires, modified_ms, author)
+         SELECT $1, u.id, u.seq, u.type, u.deleted, u.data, u.hash, u.expires, $10, u.author
+         FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::int8[], $9::text[])
+           AS u (id, seq, type, deleted, data, hash, expires, author)
+         ON CONFLICT (cid, id) DO UPDATE SET seq = excluded.seq, type = excluded.type,
+           deleted = excluded.deleted, data = excluded.data, hash = excluded.hash,
+           expires = excluded.expires, modified_ms = excluded.modified_ms, author = excluded.author",
+        &[&cid, &ids, &seqs, &kinds, &deleted, &data, &hashes, &expires, &authors, &(now_ms as i64)],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Listens for commits of every node and publishes them to this node's hub, reconnecting
+/// forever (the task is aborted at shutdown).
+async fn listen(config: tokio_postgres::Config, channel: String, pool: Pool, hub: Arc<Hub>) {
+    let mut connected_before = false;
+    loop {
+        if let Err(error) = listen_once(&config, &channel, &pool, &hub, connected_before).await {
+            tracing::warn!(%error, "the notification listener lost its connection; reconnecting");
+        }
+        connected_before = true;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    channel: &str,
+    pool: &Pool,
+    hub: &Hub,
+    reconnecting: bool,
+) -> Result<(), String> {
+    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (notices, mut received) = mpsc::channel::<String>(NOTIFY_QUEUE);
+    let overflowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let overflow_flag = overflowed.clone();
+    let pump = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if notices.try_send(n.payload().to_string()).is_err() {
+                        overflow_flag.store(true, Ordering::Relaxed);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return e.to_string(),
+            }
+        }
+        "the connection closed".to_string()
+    });
+    client
+        .batch_execute(&format!("LISTEN \"{channel}\""))
+        .await
+        .map_err(|e| e.to_string())?;
+    if reconnecting {
+        // Commits made while we were not listening were not heard: every stream catches up.
+        hub.publish_everywhere(LiveEvent::Gap);
+    }
+    while let Some(payload) = received.recv().await {
+        if overflowed.swap(false, Ordering::Relaxed) {
+            hub.publish_everywhere(LiveEvent::Gap);
+        }
+        match serde_json::from_str::<Notice>(&payload) {
+            Ok(notice) => {
+                if let Err(error) = announce(pool, hub, notice).await {
+                    tracing::warn!(
+                        ?error,
+                        "could not read announced changes; streams will catch up"
+                    );
+                    hub.publish_everywhere(LiveEvent::Gap);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring a malformed notification"),
+        }
+    }
+    drop(client);
+    Err(pump.await.unwrap_or_else(|e| e.to_string()))
+}
+
+/// Publishes one notice to the local hub, reading the committed objects if anyone listens.
+async fn announce(pool: &Pool, hub: &Hub, notice: Notice) -> Result<(), StoreError> {
+    let key = CollectionKey {
+        app: notice.app,
+        owner: notice.owner,
+        name: notice.name,
+    };
+    if !hub.is_watched(&key) {
+        return Ok(());
+    }
+    match notice.what {
+        Announced::Range { from, to } => {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            // Objects superseded since are simply absent: their newer version has a later seq.
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {} FROM objects o JOIN collections c ON c.cid = o.cid
+                         WHERE c.app = $1 AND c.owner = $2 AND c.name = $3 AND o.seq > $4 AND o.seq <= $5
+                         ORDER BY o.seq",
+                        OBJECT_COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ")
+                    ),
+                    &[&key.app, &key.owner, &key.name, &(from as i64), &(to as i64)],
+                )
+                .await
+                .map_err(pg_error)?;
+            hub.publish(&key, rows.iter().map(|r| change_event(&object_from_row(r))));
+        }
+        Announced::Reset {
+            collection_id,
+            horizon,
+        } => hub.publish(
+            &key,
+            [LiveEvent::Reset {
+                collection_id,
+                horizon,
+            }],
+        ),
+        Announced::Acl => hub.access_changed(&key),
+    }
+    Ok(())
+}
