@@ -496,11 +496,18 @@ fn run_writer(
             }
         }
         let taken = group.len();
-        let (answers, events) = commit_group(&mut conn, group, &hub);
+        let (answers, events) = commit_group(&mut conn, group);
         backlog.fetch_sub(taken, Ordering::Relaxed);
-        // Subscribers hear of a commit before its writer does: never of one that failed.
-        for (key, events) in events {
-            hub.publish(&key, events);
+        // Subscribers hear of a commit before its writer does, and never of one that failed.
+        // Whether anyone listens is asked only now, after the commit: a stream that subscribes
+        // later reads its backlog after the commit, so it finds these rows there.
+        for (key, announcement) in events {
+            if hub.is_watched(&key) {
+                match announcement {
+                    Announcement::Rows(rows) => hub.publish(&key, rows.iter().map(change_event)),
+                    Announcement::Event(event) => hub.publish(&key, [event]),
+                }
+            }
         }
         for answer in answers {
             // A receiver that went away (client disconnected) does not undo a commit.
@@ -519,12 +526,19 @@ fn run_writer(
     tracing::info!("database closed");
 }
 
-/// Live events of one group, to publish once it is committed.
-type GroupEvents = Vec<(CollectionKey, Vec<LiveEvent>)>;
+/// What a group's jobs wrote, to announce to the live hub once the group is committed.
+type GroupEvents = Vec<(CollectionKey, Announcement)>;
+
+enum Announcement {
+    /// Rows written (their events are built only if someone listens).
+    Rows(Vec<Object>),
+    /// A reset or an ACL change.
+    Event(LiveEvent),
+}
 
 /// Runs a group of jobs in one transaction. Each job runs in its own savepoint, so one failing
 /// job does not take the others down; if the commit itself fails, every job fails.
-fn commit_group(conn: &mut Connection, group: Vec<Job>, hub: &Hub) -> (Vec<Answer>, GroupEvents) {
+fn commit_group(conn: &mut Connection, group: Vec<Job>) -> (Vec<Answer>, GroupEvents) {
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -549,14 +563,14 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, hub: &Hub) -> (Vec<Answe
                 now_ms,
                 reply,
             } => {
-                let mut written = hub.is_watched(&key).then(Written::new);
+                let mut written = Written::new();
                 let outcome = in_savepoint(&tx, |sp| {
-                    push_in_tx(sp, &key, &request, &context, now_ms, written.as_mut())
+                    push_in_tx(sp, &key, &request, &context, now_ms, &mut written)
                 });
                 let committed =
                     matches!(outcome, Ok(PushReply::Outcome(PushOutcome::Committed(_))));
-                if let Some(written) = written.filter(|w| committed && !w.is_empty()) {
-                    events.push((key, written.iter().map(change_event).collect()));
+                if committed && !written.is_empty() {
+                    events.push((key, Announcement::Rows(written)));
                 }
                 Answer::Push(reply, outcome)
             }
@@ -567,12 +581,13 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, hub: &Hub) -> (Vec<Answe
                         .collection_id
                         .clone()
                         .expect("a reset head has an epoch");
+                    let horizon = head.horizon;
                     events.push((
                         key,
-                        vec![LiveEvent::Reset {
+                        Announcement::Event(LiveEvent::Reset {
                             collection_id,
-                            horizon: head.horizon,
-                        }],
+                            horizon,
+                        }),
                     ));
                 }
                 Answer::Reset(reply, outcome)
@@ -580,7 +595,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, hub: &Hub) -> (Vec<Answe
             Job::SetAcl { key, acl, reply } => {
                 let outcome = in_savepoint(&tx, |sp| set_acl_in_tx(sp, &key, &acl));
                 if outcome.is_ok() {
-                    events.push((key, vec![LiveEvent::AccessChanged]));
+                    events.push((key, Announcement::Event(LiveEvent::AccessChanged)));
                 }
                 Answer::SetAcl(reply, outcome)
             }
@@ -589,8 +604,12 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, hub: &Hub) -> (Vec<Answe
                 retention_ms,
                 reply,
             } => {
+                let mut swept = GroupEvents::new();
                 let outcome =
-                    in_savepoint(&tx, |sp| sweep_in_tx(sp, now_ms, retention_ms, &mut events));
+                    in_savepoint(&tx, |sp| sweep_in_tx(sp, now_ms, retention_ms, &mut swept));
+                if outcome.is_ok() {
+                    events.append(&mut swept);
+                }
                 Answer::Sweep(reply, outcome)
             }
         });
@@ -654,7 +673,7 @@ fn push_in_tx(
     request: &PushRequest,
     context: &PushContext,
     now_ms: u64,
-    written: Option<&mut Written>,
+    written: &mut Written,
 ) -> rusqlite::Result<PushReply> {
     let existing = read_head(conn, key)?;
     if let (Some((cid, _)), Some(push_id)) = (&existing, &request.push_id) {
@@ -790,9 +809,7 @@ fn push_in_tx(
                 seqs.push(row.seq);
             }
             let until = seqs.last().copied().unwrap_or(head.last_seq);
-            if let Some(written) = written {
-                *written = rows;
-            }
+            *written = rows;
             conn.prepare_cached("UPDATE collections SET last_seq = ?1 WHERE cid = ?2")?
                 .execute(params![until as i64, cid])?;
             let ok = PushOk {
@@ -884,7 +901,7 @@ fn sweep_in_tx(
         report.expired += 1;
         let key = CollectionKey { app, owner, name };
         let tombstone = Object::tombstone(id, kind, seq as u64);
-        events.push((key, vec![change_event(&tombstone)]));
+        events.push((key, Announcement::Rows(vec![tombstone])));
     }
     // 2. Tombstones past the retention window are purged: in each collection, every tombstone
     //    up to the highest such seq, so that the horizon moves whenever anything is purged and
