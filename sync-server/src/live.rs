@@ -11,6 +11,7 @@
 //! dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
@@ -47,6 +48,10 @@ pub struct Hub {
     /// lookup.
     channels: Mutex<HashMap<CollectionKey, broadcast::Sender<Arc<LiveEvent>>>>,
     capacity: usize,
+    /// Counts ACL changes (of any collection). Streams compare it before every event they
+    /// send, so that a revocation stops even a stream that is still catching up, at the cost
+    /// of one atomic load per event.
+    access_generation: AtomicU64,
 }
 
 impl Hub {
@@ -55,6 +60,7 @@ impl Hub {
         Hub {
             channels: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            access_generation: AtomicU64::new(0),
         }
     }
 
@@ -91,6 +97,9 @@ impl Hub {
             return;
         }
         for event in events {
+            if event == LiveEvent::AccessChanged {
+                self.access_generation.fetch_add(1, Ordering::SeqCst);
+            }
             // An error only means the last subscriber left meanwhile.
             let _ = sender.send(Arc::new(event));
         }
@@ -108,6 +117,11 @@ impl Hub {
     /// Tells every subscriber of every collection matching `key` to re-check access.
     pub fn access_changed(&self, key: &CollectionKey) {
         self.publish(key, [LiveEvent::AccessChanged]);
+    }
+
+    /// How many ACL changes this node has heard of; see [`Hub::access_changed`].
+    pub fn access_generation(&self) -> u64 {
+        self.access_generation.load(Ordering::SeqCst)
     }
 
     /// Open subscriptions across all collections.

@@ -48,6 +48,8 @@ async fn events(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Read before the role is checked: any ACL change after this makes the stream look again.
+    let access_checked_at = state.hub.access_generation();
     let (key, _) = authorize(&state, &caller, path, Need::Read).await?;
     let mut since = 0;
     for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
@@ -82,6 +84,7 @@ async fn events(
         live,
         caller: caller.0,
         recheck_access: false,
+        access_checked_at,
         announced_epoch: None,
         cursor: since,
         queue: VecDeque::new(),
@@ -126,6 +129,9 @@ struct Feed {
     caller: String,
     /// Set when the ACL changed; the next step re-reads it before sending anything more.
     recheck_access: bool,
+    /// The hub's ACL-change count when access was last checked: a change anywhere makes the
+    /// stream re-check before its next event, even in the middle of a catch-up.
+    access_checked_at: u64,
     /// The last epoch a `reset` event announced, so that one reset is told once even when
     /// both the catch-up and the live channel see it.
     announced_epoch: Option<String>,
@@ -174,8 +180,12 @@ impl Feed {
     /// The next event to send, or `None` when the stream ends.
     async fn next(&mut self) -> Option<Event> {
         loop {
-            if self.recheck_access {
+            let generation = self.state.hub.access_generation();
+            if self.recheck_access
+                || (generation != self.access_checked_at && self.caller != self.key.owner)
+            {
                 self.recheck_access = false;
+                self.access_checked_at = generation;
                 match role_of(&self.state, &self.caller, &self.key).await {
                     Ok(role) if role.can_read() => {}
                     Ok(_) => self.revoke(),

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod acl;
+pub mod channels;
 pub mod data;
 pub mod events;
 pub mod info;
@@ -27,6 +28,8 @@ const EXPOSED: [&str; 4] = ["backoff", "retry-after", "x-sync-poll-time", "etag"
 /// JSON error shape, tracing (one span per request, carrying its id), panic catching, the
 /// request timeout, and the body limit. Metrics are recorded per matched route.
 pub fn router(state: AppState) -> Router {
+    // Install the metrics recorder now, so that requests before the first scrape count.
+    crate::metrics::handle();
     let request_id = HeaderName::from_static("x-request-id");
     // `Router::layer` wraps what is already there, so the last layer added is the outermost.
     Router::new()
@@ -35,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(acl::router())
         .merge(ops::router())
+        .merge(channels::router())
         .route_layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.request_timeout))

@@ -147,13 +147,16 @@ impl PostgresStore {
         pool_size: usize,
         hub: Arc<Hub>,
     ) -> Result<PostgresStore, StoreError> {
+        // PostgreSQL identifiers stop at 63 bytes, and the notification channel is
+        // `tidemark_presence_<schema>` at its longest.
         if schema.is_empty()
+            || schema.len() > 40
             || !schema
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
             return Err(StoreError::Internal(format!(
-                "schema name {schema:?} must match [a-z0-9_]+"
+                "schema name {schema:?} must match [a-z0-9_]{{1,40}}"
             )));
         }
         let mut config: tokio_postgres::Config = url
