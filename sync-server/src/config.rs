@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use sync_core::Limits;
 
+use crate::presence::PresenceLimits;
+
 /// Tidemark's sync server.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sync-server", version, about)]
@@ -128,6 +130,36 @@ pub struct Config {
     /// Log lines as JSON instead of text.
     #[arg(long, env = "TIDEMARK_LOG_JSON")]
     pub log_json: bool,
+
+    /// Presence channels with participants, at most, on this node (each node holds every
+    /// channel of a cluster).
+    #[arg(long, env = "TIDEMARK_PRESENCE_MAX_CHANNELS", default_value_t = PresenceLimits::default().max_channels)]
+    pub presence_max_channels: usize,
+
+    /// Participants in one presence channel, at most.
+    #[arg(long, env = "TIDEMARK_PRESENCE_MAX_PARTICIPANTS", default_value_t = PresenceLimits::default().max_participants)]
+    pub presence_max_participants: usize,
+
+    /// Participants in all presence channels together, at most.
+    #[arg(long, env = "TIDEMARK_PRESENCE_MAX_PARTICIPANTS_TOTAL", default_value_t = PresenceLimits::default().max_participants_total)]
+    pub presence_max_participants_total: usize,
+
+    /// The largest `state` of one presence participant, in bytes of JSON (at most 6144 with
+    /// `--database`).
+    #[arg(long, env = "TIDEMARK_PRESENCE_MAX_STATE_BYTES", default_value_t = PresenceLimits::default().max_state_bytes)]
+    pub presence_max_state_bytes: usize,
+
+    /// How long a presence participant stays without writing, when its write has no `ttl_ms`.
+    #[arg(long, env = "TIDEMARK_PRESENCE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub presence_ttl: Duration,
+
+    /// The shortest `ttl_ms` a presence write may ask for.
+    #[arg(long, env = "TIDEMARK_PRESENCE_MIN_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub presence_min_ttl: Duration,
+
+    /// The longest `ttl_ms` a presence write may ask for.
+    #[arg(long, env = "TIDEMARK_PRESENCE_MAX_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub presence_max_ttl: Duration,
 }
 
 /// How callers authenticate.

@@ -11,6 +11,7 @@
 //! - [`sweeper`]: the background task that expires objects and purges old tombstones.
 //! - [`metrics`]: Prometheus metrics and the middleware that records requests.
 //! - [`live`]: the per-collection broadcast hub that event streams subscribe to.
+//! - [`presence`]: presence channels, in memory, and their bus between nodes.
 //!
 //! `main.rs` only parses the configuration and calls [`serve`]. Tests call [`app`] directly
 //! where a socket is not the point, and otherwise run the real binary.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod live;
 pub mod metrics;
+pub mod presence;
 pub mod routes;
 pub mod store;
 pub mod sweeper;
@@ -35,6 +37,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::live::Hub;
+use crate::presence::{Presence, PresenceLimits};
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -55,6 +58,8 @@ pub struct AppState {
     /// Turns true when the server begins to shut down, so that event streams (which would
     /// otherwise never end) close and let the graceful shutdown finish.
     pub shutting_down: watch::Receiver<bool>,
+    /// The presence channels (memory only).
+    pub presence: Arc<Presence>,
 }
 
 impl AppState {
@@ -66,7 +71,9 @@ impl AppState {
         shutting_down: watch::Receiver<bool>,
     ) -> anyhow::Result<AppState> {
         let auth = Authenticator::from_config(&config).await?;
+        let presence = Arc::new(Presence::new(PresenceLimits::from_config(&config)?));
         Ok(AppState {
+            presence,
             store,
             limits: config.limits(),
             auth: Arc::new(auth),
@@ -121,6 +128,7 @@ pub async fn serve(
     };
     tracing::info!(%addr, %storage, auth = ?state.config.auth_mode(), "serving");
 
+    let presence_tasks = presence::start(&state.presence, &config)?;
     let sweeper = tokio::spawn(sweeper::run(
         store.clone(),
         config.sweep_interval,
@@ -134,6 +142,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     sweeper.abort();
+    presence_tasks.iter().for_each(|task| task.abort());
     store.close().await;
     tracing::info!("shut down cleanly");
     Ok(())

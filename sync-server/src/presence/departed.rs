@@ -16,14 +16,16 @@ use super::{ChannelKey, ParticipantKey};
 
 /// Departed participants by channel.
 pub(super) struct Departed {
-    /// The seq each one left at, and until when it is remembered.
-    by_channel: HashMap<ChannelKey, HashMap<Arc<ParticipantKey>, (u64, Instant)>>,
-    /// Entries in the order they were (last) remembered, which with a fixed `keep` is the
-    /// order they expire in. An entry remembered again leaves a stale copy behind here; stale
-    /// copies are recognised by their instant and skipped.
-    order: VecDeque<(Instant, ChannelKey, Arc<ParticipantKey>)>,
+    /// The seq each one left at, and the stamp of its latest entry in `order`.
+    by_channel: HashMap<ChannelKey, HashMap<Arc<ParticipantKey>, (u64, u64)>>,
+    /// `(until, stamp, channel, who)` in the order departures were (last) remembered, which
+    /// with a fixed `keep` is the order they expire in. A departure remembered again leaves a
+    /// stale copy behind here, recognised by its stamp and skipped.
+    order: VecDeque<(Instant, u64, ChannelKey, Arc<ParticipantKey>)>,
     /// Entries in `by_channel`.
     len: usize,
+    /// The next stamp.
+    stamp: u64,
     keep: Duration,
     cap: usize,
 }
@@ -35,6 +37,7 @@ impl Departed {
             by_channel: HashMap::new(),
             order: VecDeque::new(),
             len: 0,
+            stamp: 0,
             keep,
             cap: cap.max(1),
         }
@@ -53,16 +56,18 @@ impl Departed {
         seq: u64,
         now: Instant,
     ) {
-        let until = now + self.keep;
+        self.stamp += 1;
+        let stamp = self.stamp;
         let entries = self.by_channel.entry(channel.clone()).or_default();
         match entries.get_mut(who) {
-            Some(entry) => *entry = (entry.0.max(seq), until),
+            Some(entry) => *entry = (entry.0.max(seq), stamp),
             None => {
-                entries.insert(who.clone(), (seq, until));
+                entries.insert(who.clone(), (seq, stamp));
                 self.len += 1;
             }
         }
-        self.order.push_back((until, channel.clone(), who.clone()));
+        self.order
+            .push_back((now + self.keep, stamp, channel.clone(), who.clone()));
         while self.len > self.cap {
             self.pop_oldest();
         }
@@ -85,7 +90,7 @@ impl Departed {
 
     /// Forgets everything remembered until `now` or earlier.
     pub(super) fn expire(&mut self, now: Instant) {
-        while self.order.front().is_some_and(|(until, _, _)| *until <= now) {
+        while self.order.front().is_some_and(|(until, ..)| *until <= now) {
             self.pop_oldest();
         }
     }
@@ -98,28 +103,29 @@ impl Departed {
 
     /// Removes the oldest entry of `order`, and its departure if the entry is not stale.
     fn pop_oldest(&mut self) {
-        let Some((until, channel, who)) = self.order.pop_front() else {
+        let Some((_, stamp, channel, who)) = self.order.pop_front() else {
             return;
         };
-        let current = self
-            .by_channel
-            .get(&channel)
-            .and_then(|entries| entries.get(&who))
-            .is_some_and(|&(_, u)| u == until);
-        if current {
+        if self.is_current(stamp, &channel, &who) {
             self.forget(&channel, &who);
         }
     }
 
+    /// Whether an entry of `order` is the latest for its departure.
+    fn is_current(&self, stamp: u64, channel: &ChannelKey, who: &ParticipantKey) -> bool {
+        self.by_channel
+            .get(channel)
+            .and_then(|entries| entries.get(who))
+            .is_some_and(|&(_, s)| s == stamp)
+    }
+
     /// Drops the stale copies from `order`.
     fn compact(&mut self) {
-        let by_channel = &self.by_channel;
-        self.order.retain(|(until, channel, who)| {
-            by_channel
-                .get(channel)
-                .and_then(|entries| entries.get(who))
-                .is_some_and(|&(_, u)| u == *until)
-        });
+        let order = std::mem::take(&mut self.order);
+        self.order = order
+            .into_iter()
+            .filter(|(_, stamp, channel, who)| self.is_current(*stamp, channel, who))
+            .collect();
     }
 }
 
@@ -147,7 +153,11 @@ mod tests {
         let mut departed = Departed::new(Duration::from_secs(10), 100);
         departed.remember(&channel(), &who("x"), 7, t0);
         departed.remember(&channel(), &who("x"), 5, t0 + Duration::from_secs(5));
-        assert_eq!(departed.seq(&channel(), &who("x")), Some(7), "the higher seq wins");
+        assert_eq!(
+            departed.seq(&channel(), &who("x")),
+            Some(7),
+            "the higher seq wins"
+        );
         departed.expire(t0 + Duration::from_secs(11));
         assert_eq!(
             departed.seq(&channel(), &who("x")),
@@ -165,7 +175,12 @@ mod tests {
         let t0 = Instant::now();
         let mut departed = Departed::new(Duration::from_secs(10), 3);
         for (i, client) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
-            departed.remember(&channel(), &who(client), 1, t0 + Duration::from_millis(i as u64));
+            departed.remember(
+                &channel(),
+                &who(client),
+                1,
+                t0 + Duration::from_millis(i as u64),
+            );
         }
         assert_eq!(departed.len(), 3);
         assert_eq!(departed.seq(&channel(), &who("a")), None);
@@ -175,6 +190,10 @@ mod tests {
         for i in 0..1000 {
             departed.remember(&channel(), &who("e"), i, t0);
         }
-        assert!(departed.order.len() <= 2 * 3 + 64 + 1, "{}", departed.order.len());
+        assert!(
+            departed.order.len() <= 2 * 3 + 64 + 1,
+            "{}",
+            departed.order.len()
+        );
     }
 }

@@ -19,6 +19,7 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
         "protocol": 1,
         "limits": state.limits,
         "tombstone_retention_s": state.config.tombstone_retention.as_secs(),
-        "features": ["pull", "push", "reset", "tombstones", "expires", "etag"],
+        "presence": state.presence.limits(),
+        "features": ["pull", "push", "reset", "tombstones", "expires", "etag", "presence"],
     }))
 }
