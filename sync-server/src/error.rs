@@ -234,8 +234,15 @@ pub async fn ensure_json_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let status = response.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The refused body is left (partly) unread, so the connection cannot be reused: say
+        // so, or a keep-alive client sends its next request into a closing socket.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -243,10 +250,12 @@ pub async fn ensure_json_errors(
     if status.as_u16() < 400 || is_json {
         return response;
     }
+
     let (code, message) = code_for_status(status);
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let mut fixed = json_response(status, &ErrorBody::new(code, message));
+
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE {
             fixed.headers_mut().insert(name.clone(), value.clone());

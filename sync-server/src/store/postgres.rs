@@ -219,15 +219,20 @@ impl Drop for Waiting<'_> {
 }
 
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    // tokio-postgres's Display says only "db error"; the log needs the code and message.
+    let detail = match e.as_db_error() {
+        Some(db) => format!("postgres {}: {}", db.code().code(), db.message()),
+        None => format!("postgres: {e}"),
+    };
     match e.as_db_error().map(|d| d.code().code()) {
         Some("53100") => StoreError::Full,
         // Serialisation failure, deadlock, shutdown, too many connections: try again later.
         Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300") => {
-            StoreError::Unavailable(format!("postgres: {e}"))
+            StoreError::Unavailable(detail)
         }
-        Some(_) => StoreError::Internal(format!("postgres: {e}")),
+        Some(_) => StoreError::Internal(detail),
         // No server error: the connection broke or could not be made.
-        None => StoreError::Unavailable(format!("postgres: {e}")),
+        None => StoreError::Unavailable(detail),
     }
 }
 
@@ -236,13 +241,13 @@ async fn migrate(pool: &Pool, schema: &str) -> Result<(), StoreError> {
         .get()
         .await
         .map_err(|e| StoreError::Unavailable(format!("database pool: {e}")))?;
-    client
-        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+    let tx = client.transaction().await.map_err(pg_error)?;
+    // One node migrates at a time; the others wait here, then find nothing left to do. The
+    // schema is created under the lock too: two nodes creating it at once would collide.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(pg_error)?;
-    let tx = client.transaction().await.map_err(pg_error)?;
-    // One node migrates at a time; the others wait here, then find nothing left to do.
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .await
         .map_err(pg_error)?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS tidemark_schema (version INT NOT NULL)")
