@@ -1,0 +1,41 @@
+//! End-to-end tests: each one starts the real `sync-server` binary on loopback with its own
+//! storage (see the `tidemark_tests` harness) and talks to it over HTTP. No mocks.
+//!
+//! The same tests run on SQLite (the default) and on PostgreSQL with
+//! `TIDEMARK_TEST_BACKEND=postgres`. Backend-specific: `scale_out` always runs on PostgreSQL;
+//! `durability`'s SIGTERM test checks the SQLite write-ahead log only on SQLite. Restarting
+//! PostgreSQL itself is a separate binary (`tests/pg_restart.rs`), run alone.
+//!
+//! One test binary with a module per concern, so that the suite links once:
+//!
+//! - `contract`: every endpoint and every error code of the core contract.
+//! - `concurrency_control`: conflicts at both levels, atomic batches, idempotent replays.
+//! - `lifecycle`: tombstones, resets, expiry, purge and the horizon.
+//! - `bad_input`: broken and hostile bodies get a clear 4xx and change nothing.
+//! - `auth`: JWT mode and the dev mode's loopback guard.
+//! - `cors`: preflights, the allow-list and `*`.
+//! - `durability`: `kill -9` and SIGTERM under concurrent writers.
+//! - `model`: random histories, the server against `sync_core`'s reference store.
+//! - `live`: event streams: catch-up, resume, heartbeats, resets, reconnects, back-pressure.
+//! - `jwks`: RS256/ES256 tokens from a JWKS file or URL, and every way a token is refused.
+//! - `sharing`: the ACL roles against every operation, and revocation of open streams.
+//! - `scale_out`: many nodes on one PostgreSQL database (always PostgreSQL), health,
+//!   readiness and metrics.
+//! - `config_file`: `--config file.toml`, and flags over it.
+//! - `sse`: a small event-stream client for the tests above (not a test module).
+
+mod auth;
+mod bad_input;
+mod concurrency_control;
+mod config_file;
+mod contract;
+mod cors;
+mod durability;
+mod jwks;
+mod lifecycle;
+mod live;
+mod model;
+mod presence;
+mod scale_out;
+mod sharing;
+mod sse;
