@@ -65,6 +65,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The presence-channels benchmark of issue #10 (Tidemark only): channels of
+    /// participants updating at a fixed rate; prints a Markdown table.
+    ///
+    /// A flag given twice takes its last value, so scripts can append overrides.
+    #[command(args_override_self = true)]
+    Presence {
+        #[command(flatten)]
+        params: sync_bench::workload::presence::PresenceParams,
+    },
     /// Wait until the server answers.
     Wait {
         #[command(flatten)]
@@ -147,6 +156,20 @@ fn main() -> anyhow::Result<()> {
                     )?;
                 }
                 file.flush()?;
+            }
+            Command::Presence { params } => {
+                let smoke = params.smoke;
+                let result = sync_bench::workload::presence::main(params.clone()).await?;
+                if smoke {
+                    for line in sync_bench::workload::presence::check(&result)? {
+                        println!("ok: {line}");
+                    }
+                } else {
+                    print!(
+                        "{}",
+                        sync_bench::workload::presence::render(&result, &params)
+                    );
+                }
             }
             Command::Wait { target, wait_secs } => {
                 sync_bench::wait_ready(&target, wait_secs).await?

@@ -7,6 +7,7 @@
 
 pub mod growth;
 pub mod latency;
+pub mod presence;
 pub mod pull;
 pub mod push;
 
