@@ -719,11 +719,12 @@ fn fifty_clients_at_20_hz_for_10_s_lose_no_state_and_tear_none() {
     let writes: u64 = last.values().sum();
     let rate = writes as f64 / RUN.as_secs_f64() / CLIENTS as f64;
     eprintln!("presence: {writes} writes by {CLIENTS} clients in {RUN:?}: {rate:.1} Hz each");
-    // The clients aim at 20 Hz; a debug build on a busy machine may not keep up, which does
-    // not matter for what is checked here, as long as the writes really overlap.
+    // The clients aim at 20 Hz; how close they get depends on the machine (speed is for the
+    // benchmark, not this test). What matters here is that the writes really overlap: every
+    // client wrote many times while all the others did.
     assert!(
-        last.values().all(|&n| n >= 50),
-        "each client should manage at least 5 Hz: {last:?}"
+        last.values().all(|&n| n >= 10),
+        "each client should have written at least 10 times: {last:?}"
     );
 
     let everyone = participants(&server.client("observer"), "busy");
