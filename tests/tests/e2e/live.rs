@@ -417,7 +417,8 @@ const PAD: usize = 650;
 /// How much the server's resident memory may grow while the subscriber is stuck.
 const GROWTH_BOUND_KIB: u64 = 32 * 1024;
 /// Pushes (of [`FILL_BATCH`] objects of [`FILL_BYTES`]) that fill the stuck subscriber's socket
-/// buffers before the flood: 12 MiB, well over what loopback TCP buffers hold.
+/// buffers before the flood: 12 MiB, well over what they hold (the paused subscriber pins its
+/// receive buffer, and the server's send buffer stops at `net.ipv4.tcp_wmem`'s 4 MiB).
 const FILL_PUSHES: u64 = 48;
 /// Fewer than the ring holds, so that a subscriber that is still reading keeps up.
 const FILL_BATCH: u64 = 16;

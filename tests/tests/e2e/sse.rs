@@ -18,6 +18,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Pins the socket's receive buffer to a small size. Linux grows a receive buffer by itself up
+/// to `net.ipv4.tcp_rmem`'s maximum (32 MiB on some machines), so a paused subscriber could
+/// otherwise soak up a whole flood in the kernel and never push back on the server; an
+/// explicit `SO_RCVBUF` turns that growth off.
+fn limit_receive_buffer(socket: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: a valid socket descriptor, and a pointer to an int of the length given.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        result,
+        0,
+        "setsockopt(SO_RCVBUF): {}",
+        io::Error::last_os_error()
+    );
+}
+
 /// One parsed SSE event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -141,6 +166,7 @@ impl EventStream {
             .unwrap_or_else(|| panic!("not an http:// URL: {base}"));
         let mut socket = TcpStream::connect(host).expect("connecting to the server");
         socket.set_nodelay(true).expect("TCP_NODELAY");
+        limit_receive_buffer(&socket);
         let mut head = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
         );
