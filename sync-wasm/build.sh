@@ -37,7 +37,7 @@ sed "s/\"version\": \"0.0.0\"/\"version\": \"$version\"/" sync-wasm/npm/package.
 
 say "size, gzip -9 (what a browser downloads for \`tidemark/web\`)"
 total=0
-for file in web/tidemark_bg.wasm web/tidemark.js web.js stores.js; do
+for file in web/tidemark_bg.wasm web/tidemark.js web.js client.js stores.js; do
     size=$(gzip -9 -c "$pkg/$file" | wc -c)
     total=$((total + size))
     printf '  %-22s %6d bytes raw, %6d gzipped\n' "$file" "$(wc -c < "$pkg/$file")" "$size"

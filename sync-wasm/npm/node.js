@@ -1,6 +1,7 @@
 // `tidemark` in Node (18 or later: it needs the global fetch). The wasm-bindgen build for Node
 // is CommonJS; node/package.json says so.
-import wasm from './node/tidemark.js';
+import core from './node/tidemark.js';
+import { makeSyncClient } from './client.js';
 
-export const { SyncClient } = wasm;
+export const SyncClient = makeSyncClient(core);
 export { IndexedDbStore, MemoryStore, RecordStore } from './stores.js';

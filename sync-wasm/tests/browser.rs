@@ -4,8 +4,8 @@
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Promise, Reflect, JSON};
-use sync_wasm::SyncClient;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -15,6 +15,13 @@ extern "C" {
     type IndexedDbStore;
     #[wasm_bindgen(static_method_of = IndexedDbStore)]
     fn open(name: &str) -> Promise;
+}
+
+#[wasm_bindgen(module = "/npm/client.js")]
+extern "C" {
+    /// The package's `SyncClient` class, built over the core given.
+    #[wasm_bindgen(js_name = makeSyncClient)]
+    fn make_sync_client(core: &JsValue) -> JsValue;
 }
 
 /// The scenarios, as the JavaScript module exports them.
@@ -50,6 +57,38 @@ mod scenarios {
     }
 }
 
+/// The wasm core as the package's entry modules hand it to `makeSyncClient`: the exports of
+/// this crate, which the test binary links in (it has no wasm-bindgen module of its own to
+/// import them from).
+fn core() -> JsValue {
+    let core = js_sys::Object::new();
+    let set = |key: &str, value: JsValue| {
+        Reflect::set(&core, &JsValue::from_str(key), &value).unwrap();
+    };
+    set(
+        "checkOptions",
+        Closure::<dyn Fn(JsValue, JsValue, JsValue, JsValue) -> Option<String>>::new(
+            sync_wasm::check_options,
+        )
+        .into_js_value(),
+    );
+    set(
+        "openReplica",
+        Closure::<dyn Fn(JsValue, String, JsValue, JsValue) -> Result<JsValue, JsValue>>::new(
+            |state, client_id, config, pending| {
+                sync_wasm::open_replica(state, client_id, config, pending).map(JsValue::from)
+            },
+        )
+        .into_js_value(),
+    );
+    set(
+        "newScheduler",
+        Closure::<dyn Fn() -> JsValue>::new(|| JsValue::from(sync_wasm::new_scheduler()))
+            .into_js_value(),
+    );
+    core.into()
+}
+
 /// `{env, makeClient, makeStore}` for a scenario.
 fn context() -> JsValue {
     // Read at build time: the test binary runs in the browser, which has no environment.
@@ -61,9 +100,10 @@ fn context() -> JsValue {
         Reflect::set(&ctx, &JsValue::from_str(key), value).unwrap();
     };
     set("env", &JSON::parse(env).expect("TIDEMARK_TEST_ENV is JSON"));
+    let sync_client = make_sync_client(&core()).unchecked_into::<js_sys::Function>();
     let make_client =
-        Closure::<dyn Fn(JsValue) -> Result<JsValue, JsValue>>::new(|options: JsValue| {
-            SyncClient::new(options).map(JsValue::from)
+        Closure::<dyn Fn(JsValue) -> Result<JsValue, JsValue>>::new(move |options: JsValue| {
+            Reflect::construct(&sync_client, &js_sys::Array::of1(&options)).map(JsValue::from)
         });
     set("makeClient", &make_client.into_js_value());
     let make_store =
