@@ -32,6 +32,12 @@ for target in bundler web nodejs; do
 done
 echo '{ "type": "commonjs" }' > "$pkg/node/package.json"
 cp sync-wasm/npm/*.js sync-wasm/npm/index.d.ts sync-wasm/README.md "$pkg/"
+# The browser's JavaScript ships minified (esbuild, one file at a time: imports stay as they
+# are). Node's build and the types stay readable; the sources are in sync-wasm/npm/.
+for file in "$pkg"/*.js "$pkg"/web/*.js "$pkg"/bundler/*.js; do
+    sync-wasm/node_modules/.bin/esbuild --minify --format=esm --log-level=warning \
+        --allow-overwrite "$file" --outfile="$file"
+done
 version="$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)"
 sed "s/\"version\": \"0.0.0\"/\"version\": \"$version\"/" sync-wasm/npm/package.json > "$pkg/package.json"
 

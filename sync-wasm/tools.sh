@@ -26,10 +26,11 @@ ensure_wasm_bindgen() {
     fi
 }
 
-# binaryen's wasm-opt from npm (Debian's binaryen produces broken wasm).
+# binaryen's wasm-opt from npm (Debian's binaryen produces broken wasm), and esbuild, which
+# minifies the package's JavaScript.
 ensure_npm_tools() {
-    if [ ! -x sync-wasm/node_modules/.bin/wasm-opt ]; then
-        say "npm install (sync-wasm: binaryen)"
+    if [ ! -x sync-wasm/node_modules/.bin/wasm-opt ] || [ ! -x sync-wasm/node_modules/.bin/esbuild ]; then
+        say "npm install (sync-wasm: binaryen, esbuild)"
         (cd sync-wasm && npm install --no-audit --no-fund)
     fi
 }

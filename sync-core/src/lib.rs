@@ -52,6 +52,7 @@ pub mod object;
 pub mod pull;
 pub mod push;
 pub mod replica;
+pub mod sorted_map;
 
 pub use commit::{check_pull, decide_push, Current, Decision, Head};
 pub use error::{ErrorBody, ErrorCode};

@@ -2,7 +2,6 @@
 
 use crate::json::JsonData;
 use alloc::string::String;
-use core::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 /// One object at one seq: either live (`data` and `hash` present) or a tombstone
@@ -64,7 +63,8 @@ impl Object {
         write_json_string(out, &self.id);
         out.push_str(",\"type\":");
         write_json_string(out, &self.kind);
-        let _ = write!(out, ",\"seq\":{}", self.seq);
+        out.push_str(",\"seq\":");
+        write_decimal(out, self.seq);
         if self.deleted {
             out.push_str(",\"deleted\":true");
         }
@@ -73,7 +73,8 @@ impl Object {
             out.push_str(data.as_str());
         }
         if let Some(expires) = self.expires {
-            let _ = write!(out, ",\"expires\":{expires}");
+            out.push_str(",\"expires\":");
+            write_decimal(out, expires);
         }
         if let Some(hash) = &self.hash {
             out.push_str(",\"hash\":");
@@ -87,8 +88,27 @@ impl Object {
     }
 }
 
+/// Appends `n` in decimal. By hand rather than with `write!`, which would compile the
+/// formatting machinery into the browser's wasm (see sync-wasm).
+pub fn write_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
 /// Appends `s` as a JSON string literal, escaped as serde_json escapes it.
 pub fn write_json_string(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
@@ -103,16 +123,20 @@ pub fn write_json_string(out: &mut String, s: &str) {
             0x00..=0x1f => None,
             _ => continue,
         };
-        out.push_str(&s[start..i]);
+        // `get`, not indexing: `i` is always a char boundary (it is an ASCII byte), and this
+        // way no panic message (and its formatting code) is compiled into the browser's wasm.
+        out.push_str(s.get(start..i).unwrap_or_default());
         match escape {
             Some(e) => out.push_str(e),
             None => {
-                let _ = write!(out, "\\u{b:04x}");
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
             }
         }
         start = i + 1;
     }
-    out.push_str(&s[start..]);
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 

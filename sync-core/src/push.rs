@@ -7,12 +7,11 @@
 use crate::error::Detail;
 use crate::json::{JsonData, JsonDataError};
 use crate::names;
-use crate::object::{write_json_string, Object};
+use crate::object::{write_decimal, write_json_string, Object};
 use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::fmt::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -357,7 +356,9 @@ impl PushRequest {
             out.push(',');
         }
         if let Some(since) = self.since {
-            let _ = write!(out, "\"since\":{since},");
+            out.push_str("\"since\":");
+            write_decimal(&mut out, since);
+            out.push(',');
         }
         if let Some(push_id) = &self.push_id {
             out.push_str("\"push_id\":");
@@ -376,14 +377,16 @@ impl PushRequest {
                 write_json_string(&mut out, &object.kind);
             }
             if let Some(base_seq) = object.base_seq {
-                let _ = write!(out, ",\"base_seq\":{base_seq}");
+                out.push_str(",\"base_seq\":");
+                write_decimal(&mut out, base_seq);
             }
             match &object.change {
                 Change::Put { data, expires } => {
                     out.push_str(",\"data\":");
                     out.push_str(data.as_str());
                     if let Some(expires) = expires {
-                        let _ = write!(out, ",\"expires\":{expires}");
+                        out.push_str(",\"expires\":");
+                        write_decimal(&mut out, *expires);
                     }
                 }
                 Change::Delete => out.push_str(",\"deleted\":true"),

@@ -69,9 +69,9 @@ use crate::pull::PullAnswer;
 use crate::push::{
     Change, ConflictAnswer, ConflictReason, Limits, PushObject, PushOk, PushRequest, ResetAnswer,
 };
+use crate::sorted_map::SortedMap;
 use crate::JsonData;
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
-use alloc::format;
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -406,7 +406,7 @@ pub struct Replica {
     paging_horizon: Option<u64>,
     /// By id, so a later edit of the same object replaces the earlier one, and batches go out
     /// in a stable order.
-    pending: BTreeMap<String, PendingChange>,
+    pending: SortedMap<String, PendingChange>,
     /// `None` between cycles.
     cycle: Option<Cycle>,
     events: VecDeque<ReplicaEvent>,
@@ -461,9 +461,9 @@ struct Held {
     objects: Vec<Object>,
     /// Ids met in this page, so that a conflict answer's entry for the same object is not
     /// decided twice.
-    seen: BTreeSet<String>,
+    seen: SortedMap<String, ()>,
     /// Manual conflicts not yet resolved, with the server's version.
-    unresolved: BTreeMap<String, Option<Object>>,
+    unresolved: SortedMap<String, Option<Object>>,
     /// What the cycle does after the page.
     then: Next,
 }
@@ -496,7 +496,7 @@ impl Replica {
             next_push_number: state.next_push_number,
             in_flight: state.in_flight,
             paging_horizon: state.paging_horizon,
-            pending: BTreeMap::new(),
+            pending: SortedMap::new(),
             cycle: None,
             events: VecDeque::new(),
         }
@@ -531,7 +531,7 @@ impl Replica {
     }
 
     /// The pending edits, by id.
-    pub fn pending(&self) -> &BTreeMap<String, PendingChange> {
+    pub fn pending(&self) -> &SortedMap<String, PendingChange> {
         &self.pending
     }
 
@@ -808,7 +808,12 @@ impl Replica {
         PushRequest {
             collection_id: self.collection_id.clone(),
             since: Some(self.cursor),
-            push_id: Some(format!("{}:{number}", self.client_id)),
+            push_id: Some({
+                let mut id = self.client_id.clone();
+                id.push(':');
+                crate::object::write_decimal(&mut id, number);
+                id
+            }),
             objects: self
                 .pending
                 .iter()
@@ -982,7 +987,7 @@ impl Replica {
             }
         }
         for (id, server) in stale {
-            if held.seen.contains(&id) {
+            if held.seen.contains_key(&id) {
                 continue;
             }
             // A later page brings it; it is decided there, once.
@@ -998,7 +1003,7 @@ impl Replica {
     /// for a version from the page itself (new to this replica), false for the server's
     /// version in a `stale_base` conflict (which may be one the replica already has).
     fn meet(&mut self, id: String, server: Option<Object>, in_page: bool, held: &mut Held) {
-        held.seen.insert(id.clone());
+        held.seen.insert(id.clone(), ());
         let Some(local) = self.pending.get(&id) else {
             if in_page {
                 held.objects.extend(server);
@@ -1101,7 +1106,8 @@ impl Replica {
                 Some(_) => false,
             })
             .collect();
-        objects.sort_by_key(|o| o.seq);
+        // Unstable is enough: every object of a page has a seq of its own.
+        objects.sort_unstable_by_key(|o| o.seq);
         let moved = until > self.cursor
             || (collection_id.is_some() && collection_id != self.collection_id)
             || paging_horizon != self.paging_horizon;
@@ -1130,8 +1136,8 @@ impl Held {
             until: 0,
             paging_horizon: None,
             objects: Vec::new(),
-            seen: BTreeSet::new(),
-            unresolved: BTreeMap::new(),
+            seen: SortedMap::new(),
+            unresolved: SortedMap::new(),
             then: Next::Push,
         }
     }
@@ -1168,6 +1174,7 @@ mod tests {
     use super::*;
     use crate::memory_store::MemoryCollection;
     use crate::pull::PullQuery;
+    use alloc::format;
     use alloc::string::ToString;
     use alloc::vec;
 

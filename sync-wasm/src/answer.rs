@@ -18,7 +18,12 @@ pub enum Sent {
 /// The replica's reading of an answer. `status` 0 is no answer at all (offline, connection
 /// reset, CORS refusal, or a success whose body was cut short): a push may or may not have
 /// been committed. `retry_after_ms` is the answer's `Retry-After`.
-pub fn to_response(sent: Sent, status: u16, body: &JsValue, retry_after_ms: Option<u64>) -> Response {
+pub fn to_response(
+    sent: Sent,
+    status: u16,
+    body: &JsValue,
+    retry_after_ms: Option<u64>,
+) -> Response {
     if status == 0 {
         return Response::Failed(Failure::Network);
     }

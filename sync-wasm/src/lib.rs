@@ -32,7 +32,9 @@ use answer::Sent;
 use convert::Bad;
 use js::{get, object, set};
 use sync_core::names;
-use sync_core::{Config, ConflictOutcome, ConflictPolicy, Failure, ReplicaEvent, Request, Resolution};
+use sync_core::{
+    Config, ConflictOutcome, ConflictPolicy, Failure, ReplicaEvent, Request, Resolution,
+};
 use wasm_bindgen::prelude::*;
 
 /// The name of the first option that is not valid (`"app"`, `"owner"`, `"collection"`,
@@ -44,7 +46,8 @@ pub fn check_options(
     collection: JsValue,
     client_id: JsValue,
 ) -> Option<String> {
-    let valid = |value: &JsValue, rule: fn(&str) -> bool| value.as_string().is_some_and(|s| rule(&s));
+    let valid =
+        |value: &JsValue, rule: fn(&str) -> bool| value.as_string().is_some_and(|s| rule(&s));
     let valid_id = |id: &str| names::check_id(id).is_ok();
     let bad = if !valid(&app, names::is_valid_app) {
         "app"

@@ -103,7 +103,7 @@ fn context() -> JsValue {
     let sync_client = make_sync_client(&core()).unchecked_into::<js_sys::Function>();
     let make_client =
         Closure::<dyn Fn(JsValue) -> Result<JsValue, JsValue>>::new(move |options: JsValue| {
-            Reflect::construct(&sync_client, &js_sys::Array::of1(&options)).map(JsValue::from)
+            Reflect::construct(&sync_client, &js_sys::Array::of1(&options))
         });
     set("makeClient", &make_client.into_js_value());
     let make_store =
