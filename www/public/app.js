@@ -29,14 +29,6 @@ const demo = {
 };
 window.demo = demo;
 
-const config = await (await fetch('/config.json')).json();
-const signedIn = localStorage.getItem(USER_KEY);
-if (signedIn) {
-  await openNotes(signedIn);
-} else {
-  showSignIn();
-}
-
 function showSignIn() {
   $('sign-in').hidden = false;
   $('sign-in').addEventListener('submit', (event) => {
@@ -148,14 +140,22 @@ class NotesUi {
     this.deletedHere = new Set();
     this.openId = null;
     this.waiting = 0;
+    /** Keystrokes not yet stored: the editor must not paint the store's older text over them. */
+    this.unsaved = 0;
     // Store reads and writes run one at a time, in order, so that a read started before an
     // edit never paints over it.
     this.queue = Promise.resolve();
 
     $('new-note').addEventListener('click', () => this.serial(() => this.create()));
     $('delete').addEventListener('click', () => this.serial(() => this.remove(this.openId)));
-    $('title').addEventListener('input', (e) => this.serial(() => this.edit('title', e.target.value)));
-    $('body').addEventListener('input', (e) => this.serial(() => this.edit('body', e.target.value)));
+    for (const field of ['title', 'body']) {
+      $(field).addEventListener('input', (event) => {
+        // The text as typed now: by the time the edit runs, a render may have changed the field.
+        const value = event.target.value;
+        this.unsaved += 1;
+        this.serial(() => this.edit(field, value)).finally(() => (this.unsaved -= 1));
+      });
+    }
     $('notes').addEventListener('click', (event) => {
       const item = event.target.closest('li[data-id]');
       if (!item) return;
@@ -269,9 +269,9 @@ class NotesUi {
     for (const field of ['title', 'body']) {
       const input = $(field);
       const value = record.data[field] ?? '';
-      // A field being typed into keeps its text (and caret) while its edit is still local;
-      // anything else shows the store, including another device's edit arriving.
-      const typing = document.activeElement === input && record.pending;
+      // A field being typed into keeps its text (and caret) while its edit is still local or
+      // not even stored; anything else shows the store, including another device's edit.
+      const typing = document.activeElement === input && (record.pending || this.unsaved > 0);
       if (input.value !== value && !typing) input.value = value;
     }
   }
@@ -336,4 +336,13 @@ class NotesUi {
     notices.prepend(box);
     while (notices.children.length > MAX_NOTICES) notices.lastElementChild.remove();
   }
+}
+
+// Last, once every class above is defined.
+const config = await (await fetch('/config.json')).json();
+const signedIn = localStorage.getItem(USER_KEY);
+if (signedIn) {
+  await openNotes(signedIn);
+} else {
+  showSignIn();
 }

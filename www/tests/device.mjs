@@ -107,6 +107,10 @@ export class Device {
 
   async newNote(title, body = '') {
     await this.write(() => this.page.click('#new-note'));
+    await this.until(
+      'the new note to open',
+      () => document.activeElement.id === 'title' && document.activeElement.value === '',
+    );
     await this.editTitle(title);
     if (body) await this.editBody(body);
   }
