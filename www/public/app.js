@@ -95,8 +95,10 @@ async function openNotes(user) {
 
 function renderStats() {
   const { syncs, pulled, pushed, conflicts } = demo.stats;
+  const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
   $('stats').textContent =
-    `Since this page loaded: ${syncs} syncs, ${pulled} notes received, ${pushed} sent, ${conflicts} conflicts.`;
+    `Since this page loaded: ${count(syncs, 'sync', 'syncs')}, ${count(pulled, 'note', 'notes')} received, ` +
+    `${pushed} sent, ${count(conflicts, 'conflict', 'conflicts')}.`;
 }
 
 /**
