@@ -229,3 +229,20 @@ test("a second user cannot see the first user's notes", TEST_TIMEOUT, async () =
     ["Alice's secret"],
   );
 });
+
+test('an edit the server refuses shows the error and the next try, and stays until fixed', TEST_TIMEOUT, async () => {
+  const a = await device('A', 'hamming');
+  await a.newNote('Big', 'small');
+  await a.waitSynced();
+
+  // Over the server's --max-object-bytes (256 KiB): the push is refused with a 413.
+  await a.editBody('x'.repeat(300 * 1024));
+  await a.waitState('error', 1);
+  assert.match(await a.statusText(), /^Sync error: the server answered 413: .+\. Next try by \d\d:\d\d:\d\d/);
+  await a.screenshot('refused-edit');
+
+  await a.editBody('small again');
+  await a.waitSynced();
+  const [note] = await env.server.allNotes('hamming');
+  assert.equal(note.data.body, 'small again');
+});
