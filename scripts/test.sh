@@ -7,6 +7,7 @@
 #   3. unit, property and end-to-end tests, end-to-end against SQLite
 #   4. the end-to-end suite again against PostgreSQL, then the PostgreSQL-restart test alone
 #   5. the browser SDK: natively, in Node and in headless Chromium (scripts/test-sdk.sh)
+#   6. the demo app (www/) end to end in headless Chromium, on both backends (scripts/test-www.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,3 +50,6 @@ cargo test -p tidemark-tests --test pg_restart -- --test-threads=1
 
 say "the browser SDK"
 scripts/test-sdk.sh
+
+say "the demo app"
+scripts/test-www.sh
