@@ -85,6 +85,19 @@ function randomId() {
 
 const pageHidden = () => globalThis.document?.visibilityState === 'hidden';
 
+async function sha256(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// Bytes from what an application holds: a Uint8Array (or any view), an ArrayBuffer, a Blob.
+async function toBytes(data) {
+  if (typeof Blob === 'function' && data instanceof Blob) return new Uint8Array(await data.arrayBuffer());
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  throw new TypeError('tidemark: a blob is a Uint8Array, an ArrayBuffer or a Blob');
+}
+
 // Builds the SyncClient class over a wasm core: {checkOptions, openReplica, newScheduler}.
 export function makeSyncClient(core) {
   return class SyncClient {
@@ -103,6 +116,14 @@ export function makeSyncClient(core) {
     #channel = null;
     #hints;
     #errorBody;
+    #live = null;
+    #wantLive = false;
+    #lastOk = false;
+    // The highest seq the live stream announced while a cycle ran.
+    #rung = 0;
+    // The cursor the store last reached, as far as this client saw it: live events below it
+    // are this client's own writes or already pulled.
+    #cursor = 0;
 
     constructor(options) {
       const o = options ?? {};
@@ -176,28 +197,82 @@ export function makeSyncClient(core) {
       return (this.#token = token);
     }
 
-    // Sends with the current token; after a 401, asks the token function once more and sends
-    // again. The answer's timing hints are kept for the scheduler.
-    async #send(method, url, body) {
+    // `attempt(token)` with the current token; after a 401, asks the token function once more
+    // and tries again.
+    async #authorized(attempt) {
       let refreshed = false;
       for (;;) {
-        const answer = await exchange(method, url, await this.#getToken(refreshed), body);
-        if (answer?.status === 401 && typeof this.#o.token === 'function' && !refreshed) {
-          refreshed = true;
-          continue;
-        }
-        if (answer) {
-          const hints = this.#hints;
-          if (answer.status >= 200 && answer.status < 300) {
-            hints.backoff = Math.max(hints.backoff ?? 0, answer.backoff ?? 0) || undefined;
-            hints.poll = answer.poll ?? hints.poll;
-          } else {
-            hints.retryAfter = answer.retryAfter;
-            this.#errorBody = answer.body;
-          }
-        }
-        return answer;
+        const answer = await attempt(await this.#getToken(refreshed));
+        if (answer?.status !== 401 || typeof this.#o.token !== 'function' || refreshed) return answer;
+        refreshed = true;
       }
+    }
+
+    // One exchange with the token; the answer's timing hints are kept for the scheduler.
+    async #send(method, url, body) {
+      const answer = await this.#authorized((token) => exchange(method, url, token, body));
+      if (answer) {
+        const hints = this.#hints;
+        if (answer.status >= 200 && answer.status < 300) {
+          hints.backoff = Math.max(hints.backoff ?? 0, answer.backoff ?? 0) || undefined;
+          hints.poll = answer.poll ?? hints.poll;
+        } else {
+          hints.retryAfter = answer.retryAfter;
+          this.#errorBody = answer.body;
+        }
+      }
+      return answer;
+    }
+
+    // --- blobs ----------------------------------------------------------------------------
+
+    // Stores bytes on the server under their SHA-256, which it returns; objects refer to blobs
+    // by that hash. The server checks the hash too.
+    async uploadBlob(data) {
+      const bytes = await toBytes(data);
+      const hash = await sha256(bytes);
+      const response = await this.#blobRequest(hash, {
+        method: 'PUT',
+        body: bytes,
+        headers: { 'Content-Type': 'application/octet-stream' },
+      });
+      await response.arrayBuffer().catch(() => {});
+      return hash;
+    }
+
+    // The bytes of a blob, checked against their hash: a SyncError with code `integrity` if
+    // what arrived is not what was asked for.
+    async fetchBlob(hash) {
+      const response = await this.#blobRequest(hash, { method: 'GET' });
+      let bytes;
+      try {
+        bytes = new Uint8Array(await response.arrayBuffer());
+      } catch {
+        throw syncError('network', 'the server could not be reached');
+      }
+      if ((await sha256(bytes)) !== hash) {
+        throw syncError('integrity', 'the blob received does not match its hash');
+      }
+      return bytes;
+    }
+
+    async #blobRequest(hash, init) {
+      if (!/^[0-9a-f]{64}$/.test(hash)) throw new TypeError('tidemark: a blob hash is 64 lowercase hex digits');
+      const url = this.#o.url + '/blobs/' + hash;
+      const response = await this.#authorized(async (token) => {
+        try {
+          return await fetch(url, { ...init, headers: { ...init.headers, Authorization: 'Bearer ' + token } });
+        } catch {
+          return null;
+        }
+      });
+      if (!response) throw syncError('network', 'the server could not be reached');
+      if (!response.ok) {
+        const body = await response.json().catch(() => undefined);
+        const code = response.status === 401 ? 'unauthorized' : 'http';
+        throw syncError(code, 'the server answered with an error', { status: response.status, body });
+      }
+      return response;
     }
 
     // The collection's last_seq, for progress; undefined if the listing does not say.
@@ -223,7 +298,7 @@ export function makeSyncClient(core) {
         throw invalid(e.message);
       }
       try {
-        const progress = { start: replica.cursor(), head: undefined, pulled: 0 };
+        const progress = { start: (this.#cursor = replica.cursor()), head: undefined, pulled: 0 };
         let reset = false;
         replica.startSync();
         for (;;) {
@@ -232,10 +307,12 @@ export function makeSyncClient(core) {
               case 'received':
                 progress.pulled += event.objects.length;
                 await this.#store('objectsReceived', event.objects, event.state);
+                this.#cursor = event.state.cursor;
                 this.#progress(progress, event.state.cursor);
                 break;
               case 'saved':
                 await this.#store('objectsSaved', event.objects, event.state);
+                this.#cursor = event.state.cursor;
                 break;
               case 'reset': {
                 const info = { epochChanged: event.epochChanged };
@@ -317,6 +394,7 @@ export function makeSyncClient(core) {
         error = e?.name === 'SyncError' ? e : syncError('invalid', String(e?.message ?? e), { cause: e });
       }
       const now = Date.now();
+      this.#lastOk = !error;
       if (error) {
         this.#plan.failed(now, error.code === 'http' ? error.retryAfter : undefined, error.code === 'network', Math.random());
         this.#emit('status', { status: error.code === 'network' ? 'offline' : 'error' });
@@ -381,12 +459,16 @@ export function makeSyncClient(core) {
           if (e.data && typeof e.data === 'object') this.#emit('change', { ...e.data, source: 'tab' });
         });
       }
+      this.#wantLive = !!options?.live;
       this.#syncSoon(false);
     }
 
     stop() {
       this.#started = false;
       this.#dirty = false;
+      this.#wantLive = false;
+      this.#live?.close();
+      this.#live = null;
       clearTimeout(this.#timer);
       this.#timer = null;
       for (const remove of this.#unlisten.splice(0)) remove();
@@ -424,6 +506,41 @@ export function makeSyncClient(core) {
       clearTimeout(this.#timer);
       this.#due = Date.now() + delay;
       this.#timer = setTimeout(() => this.#tick(), delay);
+      this.#emit('schedule', { at: this.#due });
+    }
+
+    // Live mode: the collection's event stream (where the host has EventSource) rings for a
+    // sync when someone else writes. The data still comes through the pull, into the store,
+    // so the cursor and the data never part ways. Opened after a successful sync, with the
+    // cursor and token it used; when the stream fails for good (a 401, the server gone), a
+    // sync follows, and its success opens a new stream, so reconnecting follows the
+    // scheduler's backoff.
+    async #openLive() {
+      if (!this.#wantLive || this.#live || typeof EventSource !== 'function') return;
+      let token;
+      try {
+        token = await this.#getToken(false);
+      } catch {
+        return;
+      }
+      if (!this.#wantLive || this.#live) return;
+      const url = this.#o.url + '/events?since=' + this.#cursor + '&access_token=' + encodeURIComponent(token);
+      const source = (this.#live = new EventSource(url));
+      // A change at or below the cursor is already here. One announced during a cycle may be
+      // this client's own push, whose answer has not been read yet: it is weighed against the
+      // cursor once the cycle ends.
+      const ring = (event) => {
+        const seq = Number(event.lastEventId) || Infinity;
+        if (this.#running) this.#rung = Math.max(this.#rung, seq);
+        else if (seq > this.#cursor) this.#syncSoon(false);
+      };
+      source.addEventListener('change', ring);
+      source.addEventListener('reset', () => this.#syncSoon(false));
+      source.addEventListener('error', () => {
+        if (source.readyState !== EventSource.CLOSED || this.#live !== source) return;
+        this.#live = null;
+        this.#syncSoon(false);
+      });
     }
 
     #tick() {
@@ -442,8 +559,16 @@ export function makeSyncClient(core) {
       if (!this.#started) return;
       const now = Date.now();
       const dirty = this.#dirty;
+      const rung = this.#rung > this.#cursor;
       this.#dirty = false;
-      this.#setTimer(dirty ? this.#plan.soonDelay(now, true) : this.#plan.periodicDelay(now, pageHidden()));
+      this.#rung = 0;
+      const delay = dirty
+        ? this.#plan.soonDelay(now, true)
+        : rung
+          ? this.#plan.soonDelay(now, false)
+          : this.#plan.periodicDelay(now, pageHidden());
+      this.#setTimer(delay);
+      if (this.#wantLive && !this.#live && this.#lastOk) this.#openLive();
     }
   };
 }

@@ -157,7 +157,9 @@ export interface SyncError extends Error {
     | 'protocol'
     | 'store'
     | 'callback'
-    | 'invalid';
+    | 'invalid'
+    /** `fetchBlob`: the bytes received do not match the hash asked for. */
+    | 'integrity';
   /** The HTTP status, for `unauthorized` and `http`. */
   status?: number;
   /** `Retry-After`, in ms. */
@@ -184,6 +186,8 @@ export interface SyncEvents<T = unknown> {
   reset: { epochChanged: boolean };
   /** Data changed: through this client's sync, or another tab's (`source: 'tab'`). */
   change: { source: 'sync' | 'tab'; pulled: number; pushed: number; reset: boolean };
+  /** The scheduler set its next sync for `at` (ms since the epoch), e.g. to show a retry time. */
+  schedule: { at: number };
 }
 
 export interface StartOptions {
@@ -191,6 +195,11 @@ export interface StartOptions {
   interval?: number;
   /** Between periodic syncs while the page is hidden: 6 × `interval` by default. */
   hiddenInterval?: number;
+  /**
+   * Follow the collection's live events (where the host has `EventSource`) and sync as soon as
+   * another device writes. The data still comes through the pull; the stream only rings.
+   */
+  live?: boolean;
 }
 
 export class SyncClient<T = unknown> {
@@ -204,8 +213,15 @@ export class SyncClient<T = unknown> {
   stop(): void;
   /** Local data changed: a sync follows in about 500 ms (while started). */
   notifyChanged(): void;
-  /** Frees the wasm side (after `stop`); also done by the garbage collector. */
+  /** Stops the scheduler and frees the wasm side; the client is not usable afterwards. */
   free(): void;
+  /**
+   * Stores bytes on the server under their SHA-256 (hex), which it returns; objects refer to
+   * blobs by that hash. Rejects with a `SyncError` (`network`, `unauthorized`, `http`).
+   */
+  uploadBlob(data: Uint8Array | ArrayBuffer | Blob): Promise<string>;
+  /** A blob's bytes, checked against the hash: a `SyncError` with code `integrity` if not. */
+  fetchBlob(sha256: string): Promise<Uint8Array>;
 }
 
 /** A record as application code sees it. */

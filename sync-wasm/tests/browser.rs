@@ -54,6 +54,8 @@ mod scenarios {
         scheduler_syncs_on_start_and_after_changes = "schedulerSyncsOnStartAndAfterChanges";
         tabs_take_turns_and_hear_each_other = "tabsTakeTurnsAndHearEachOther";
         store_api_and_transactions = "storeApiAndTransactions";
+        live_mode_syncs_when_another_device_writes = "liveModeSyncsWhenAnotherDeviceWrites";
+        blobs_upload_and_verified_fetch = "blobsUploadAndVerifiedFetch";
     }
 }
 
@@ -148,4 +150,6 @@ tests!(
     scheduler_syncs_on_start_and_after_changes,
     tabs_take_turns_and_hear_each_other,
     store_api_and_transactions,
+    live_mode_syncs_when_another_device_writes,
+    blobs_upload_and_verified_fetch,
 );

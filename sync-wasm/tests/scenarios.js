@@ -417,3 +417,61 @@ export async function storeApiAndTransactions(ctx) {
   await store.objectsReceived([{ id: 'r1', type: '', seq: 4, data: { v: 1 } }], state);
   assertEqual([(await store.get('r1')).seq, (await store.loadState()).cursor], [4, 5], 'objects and cursor together');
 }
+
+// Where the host has EventSource (browsers): with `live`, another device's write reaches the
+// store through the event stream, long before the 5-minute schedule would fetch it; and the
+// client's own pushes do not ring for another sync.
+export async function liveModeSyncsWhenAnotherDeviceWrites(ctx) {
+  const t = setup(ctx, 'live');
+  const store = await t.store();
+  const a = t.client(store);
+  a.start({ live: true });
+  try {
+    await until(() => a.events.status.some((s) => s.status === 'idle'), 'the first sync');
+    await t.otherWrites('from-b', { v: 1 });
+    await until(async () => (await store.get('from-b'))?.data?.v === 1, 'the live write in the store');
+    await t.otherWrites('from-b', { v: 2 });
+    await until(async () => (await store.get('from-b'))?.data?.v === 2, 'the second live write');
+    await until(() => a.events.status.filter((s) => s.status === 'idle').length === 3, 'three cycles');
+    // The client's own push: one cycle for the change, none for the echo of its own write.
+    await store.put('mine', { v: 1 });
+    a.notifyChanged();
+    await until(async () => (await t.serverObjects()).mine !== undefined, 'the push');
+    await until(() => a.events.status.filter((s) => s.status === 'idle').length === 4, 'the push cycle to end');
+    await sleep(1000);
+    assertEqual(a.events.status.filter((s) => s.status === 'syncing').length, 4, 'no sync for its own write');
+  } finally {
+    a.stop();
+  }
+}
+
+// Blobs go up under their SHA-256 and come back checked against it: bytes that do not match
+// (here corrupted on the way by an intercepting fetch) are refused with code `integrity`.
+export async function blobsUploadAndVerifiedFetch(ctx) {
+  const t = setup(ctx, 'blobs');
+  const a = t.client(await t.store());
+  const bytes = new TextEncoder().encode('tidemark blob '.repeat(100));
+  const hash = await a.uploadBlob(bytes);
+  assert(/^[0-9a-f]{64}$/.test(hash), `a sha256 hex hash (${hash})`);
+  const back = await a.fetchBlob(hash);
+  assertEqual(Array.from(back), Array.from(bytes), 'the bytes fetched');
+  assertEqual(await a.uploadBlob(new Blob([bytes])), hash, 'the same hash from a Blob');
+
+  const real = globalThis.fetch;
+  globalThis.fetch = async (input, init) => {
+    const response = await real(input, init);
+    const corrupted = new Uint8Array(await response.arrayBuffer());
+    corrupted[0] ^= 1;
+    return new Response(corrupted, { status: response.status, headers: response.headers });
+  };
+  let error;
+  try {
+    error = await rejects(a.fetchBlob(hash), 'fetching corrupted bytes');
+  } finally {
+    globalThis.fetch = real;
+  }
+  assertEqual([error.name, error.code], ['SyncError', 'integrity'], 'the error');
+
+  const missing = await rejects(a.fetchBlob('0'.repeat(64)), 'fetching an unknown blob');
+  assertEqual([missing.code, missing.status], ['http', 404], 'an unknown blob');
+}

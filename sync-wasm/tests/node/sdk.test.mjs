@@ -14,8 +14,9 @@ const ctx = {
   makeStore: async () => new MemoryStore(),
 };
 
-// Web Locks are a browser API; the browser suite runs that one.
-const browserOnly = new Set(['tabsTakeTurnsAndHearEachOther']);
+// Web Locks and EventSource are browser APIs (Node 20 has neither); the browser suite runs
+// those.
+const browserOnly = new Set(['tabsTakeTurnsAndHearEachOther', 'liveModeSyncsWhenAnotherDeviceWrites']);
 
 for (const [name, scenario] of Object.entries(scenarios)) {
   if (browserOnly.has(name)) continue;
