@@ -23,6 +23,10 @@
 //!   `X-Sync-Poll-Time`, exponential backoff), pure and tested natively.
 //! - `js`: small helpers over `js_sys`.
 
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 mod answer;
 mod convert;
 mod js;
