@@ -27,7 +27,7 @@
 //!   database, and control of the machine's PostgreSQL cluster.
 //! - [`sse`]: an event-stream client ([`Client::events`]).
 //! - [`prometheus`]: a strict parser of `/metrics`.
-//! - Small helpers: [`pull_all`], [`snapshot`], [`core_fields`], [`now_ms`], [`wait_until`],
+//! - Small helpers: [`pull_all`], [`snapshot`], [`core_fields`], [`now_ms`], [`free_ports`], [`wait_until`],
 //!   [`follow_changes`].
 
 pub mod pg;
@@ -340,7 +340,15 @@ impl Server {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).expect("creating the log file");
         let mut command = server_command();
-        command.args(["--listen", "127.0.0.1:0"]);
+        // A test that needs to know the address before the server starts (peers that name
+        // each other) passes its own `--listen`.
+        if !self
+            .args
+            .iter()
+            .any(|a| a == "--listen" || a.starts_with("--listen="))
+        {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         match &self.storage {
             Storage::Sqlite => {
                 command.arg("--data").arg(self.data_dir());
@@ -399,6 +407,19 @@ impl Server {
             }
         }
     }
+}
+
+/// `n` ports that were free a moment ago on 127.0.0.1, for servers that must know each
+/// other's addresses before they start. (Another process could take one in between; the
+/// server would then fail to start, loudly.)
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
 }
 
 /// The server binary as a command with a clean environment: the server reads every flag from
