@@ -67,8 +67,9 @@ impl Job<'_> {
             if attempt == self.retries {
                 return Err(format!("{}: {why}", self.file.url));
             }
+            // Around the bar, not through it: `println` is silent when the bar is hidden.
             self.progress
-                .println(format!("retrying {} after: {why}", self.target.display()));
+                .suspend(|| eprintln!("retrying {} after: {why}", self.target.display()));
             attempt += 1;
             tokio::time::sleep(backoff).await;
             backoff *= 2;

@@ -21,6 +21,8 @@
 //! - `sharing`: the ACL roles against every operation, and revocation of open streams.
 //! - `scale_out`: many nodes on one PostgreSQL database (always PostgreSQL), health,
 //!   readiness and metrics.
+//! - `fetch`: the `tidemark fetch` binary: resume after `kill -9`, completion by hash,
+//!   corrupt transfers, falling back to the next repository.
 //! - `resolve`: `GET /v1/resolve` over OpenSpace's example graph of three servers: every
 //!   server finds every triple, unknown ones end after a bounded search, hops, visited lists,
 //!   caches, and bad queries.
@@ -34,6 +36,7 @@ mod config_file;
 mod contract;
 mod cors;
 mod durability;
+mod fetch;
 mod jwks;
 mod lifecycle;
 mod live;
