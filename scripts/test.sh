@@ -40,6 +40,7 @@ cargo build -p sync-core --target wasm32-unknown-unknown
 say "tests (end-to-end against SQLite)"
 # The end-to-end tests run the real server binary; build it first so they find it.
 cargo build -p sync-server --bin sync-server
+cargo build -p tidemark-cli --bin tidemark
 # (tests/tests/pg_restart.rs is left out here: `test = false`; it runs alone below.)
 cargo test --workspace --all-targets
 

@@ -23,6 +23,8 @@
 //!   `handle_response` and `resolve`, outputs are `poll_request` and `poll_event`.
 //! - [`memory_store`]: an in-memory reference implementation of the server's contract, for tests
 //!   and for anyone who wants to see the whole protocol in a few hundred lines.
+//! - [`resolve`]: bundle triples, catalog entries and the resolve answer (OpenSpace's
+//!   resources).
 //! - [`acl`]: sharing: roles (owner, writer, creator, reader) and the creators' authorship rule.
 //! - [`error`]: the error body every failed request answers with.
 //!
@@ -52,6 +54,7 @@ pub mod object;
 pub mod pull;
 pub mod push;
 pub mod replica;
+pub mod resolve;
 pub mod sorted_map;
 
 pub use commit::{check_pull, decide_push, Current, Decision, Head};

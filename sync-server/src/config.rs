@@ -160,6 +160,52 @@ pub struct Config {
     /// The longest `ttl_ms` a presence write may ask for.
     #[arg(long, env = "TIDEMARK_PRESENCE_MAX_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub presence_max_ttl: Duration,
+
+    /// The app of the collection that holds the resolve catalog (see `GET /v1/resolve`).
+    #[arg(long, env = "TIDEMARK_CATALOG_APP", default_value = "tidemark")]
+    pub catalog_app: String,
+
+    /// The owner of the catalog collection: the user who writes it (or shares it with
+    /// writers).
+    #[arg(long, env = "TIDEMARK_CATALOG_OWNER", default_value = "catalog")]
+    pub catalog_owner: String,
+
+    /// The name of the catalog collection.
+    #[arg(long, env = "TIDEMARK_CATALOG_COLLECTION", default_value = "bundles")]
+    pub catalog_collection: String,
+
+    /// Another Tidemark server to ask, by base URL, when a triple is not in the catalog
+    /// (repeatable). Peers are asked in parallel; the first that knows the triple wins.
+    #[arg(
+        long = "resolve-peer",
+        env = "TIDEMARK_RESOLVE_PEERS",
+        value_delimiter = ','
+    )]
+    pub resolve_peers: Vec<String>,
+
+    /// This server's base URL as its peers know it. It goes into the visited list of the
+    /// searches this server joins, so that none comes back to it. Default: `http://` and the
+    /// address it listens on.
+    #[arg(long, env = "TIDEMARK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// How many servers deep a search may go from here (the hop limit of the searches this
+    /// server starts, and the most it accepts from a peer). 0: never ask peers.
+    #[arg(long, env = "TIDEMARK_RESOLVE_HOPS", default_value_t = 4)]
+    pub resolve_hops: u32,
+
+    /// How long to wait for a peer's answer (the search below it included).
+    #[arg(long, env = "TIDEMARK_RESOLVE_PEER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub resolve_peer_timeout: Duration,
+
+    /// How long "no peer knows this triple" is remembered before peers are asked again.
+    #[arg(long, env = "TIDEMARK_RESOLVE_NEGATIVE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub resolve_negative_ttl: Duration,
+
+    /// The memory, in bytes, for answers learned from peers (kept until evicted, least
+    /// recently used first: versions are immutable, so they never go stale).
+    #[arg(long, env = "TIDEMARK_RESOLVE_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub resolve_cache_bytes: u64,
 }
 
 /// How callers authenticate.

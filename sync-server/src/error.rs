@@ -27,6 +27,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     /// 404: no such resource, or one the caller may not know about.
     NotFound,
+    /// 404: no server in the search knows the bundle version asked for.
+    UnknownBundle,
     /// 403: a creator tried to change objects someone else created (batch indexes).
     NotAuthor(Vec<usize>),
     /// 413.
@@ -134,6 +136,13 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
                 ErrorBody::new(ErrorCode::NotFound, "no such collection"),
+            ),
+            ApiError::UnknownBundle => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new(
+                    ErrorCode::NotFound,
+                    "no server in the search knows this identifier, file_version and application_version",
+                ),
             ),
             ApiError::TooLarge(message) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -12,6 +12,8 @@
 //! - [`metrics`]: Prometheus metrics and the middleware that records requests.
 //! - [`live`]: the per-collection broadcast hub that event streams subscribe to.
 //! - [`presence`]: presence channels, in memory, and their bus between nodes.
+//! - [`resolve`]: bundle triples to files: the catalog collection, the caches, and the
+//!   parallel search of peers behind `GET /v1/resolve`.
 //!
 //! `main.rs` only parses the configuration and calls [`serve`]. Tests call [`app`] directly
 //! where a socket is not the point, and otherwise run the real binary.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod live;
 pub mod metrics;
 pub mod presence;
+pub mod resolve;
 pub mod routes;
 pub mod store;
 pub mod sweeper;
@@ -38,6 +41,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::live::Hub;
 use crate::presence::{Presence, PresenceLimits};
+use crate::resolve::Resolver;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -60,6 +64,8 @@ pub struct AppState {
     pub shutting_down: watch::Receiver<bool>,
     /// The presence channels (memory only).
     pub presence: Arc<Presence>,
+    /// Bundle lookups: the catalog, the caches and the peers.
+    pub resolver: Arc<Resolver>,
 }
 
 impl AppState {
@@ -72,8 +78,10 @@ impl AppState {
     ) -> anyhow::Result<AppState> {
         let auth = Authenticator::from_config(&config).await?;
         let presence = Arc::new(Presence::new(PresenceLimits::from_config(&config)?));
+        let resolver = Arc::new(Resolver::from_config(&config)?);
         Ok(AppState {
             presence,
+            resolver,
             store,
             limits: config.limits(),
             auth: Arc::new(auth),
@@ -114,12 +122,18 @@ pub async fn serve(
             })?,
         ),
     };
-    let (begin_shutdown, shutting_down) = watch::channel(false);
-    let state = AppState::new(config.clone(), store.clone(), hub, shutting_down).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let mut config = config;
+    // Resolve searches name this server by its URL; without --public-url, the one it is
+    // listening on (known only now, with port 0).
+    config
+        .public_url
+        .get_or_insert_with(|| format!("http://{addr}"));
+    let (begin_shutdown, shutting_down) = watch::channel(false);
+    let state = AppState::new(config.clone(), store.clone(), hub, shutting_down).await?;
     // Tests and scripts read this line to find an ephemeral port.
     println!("tidemark listening on http://{addr}");
     let storage = match &config.database {

@@ -3,7 +3,11 @@
 //! Names, all prefixed `tidemark_`:
 //! - `http_requests_total{op, status}`: every request, by operation and status code;
 //! - `request_duration_seconds{op}`: latency histograms (`op` is `push`, `pull`, `list`,
-//!   `events`, `acl`, `reset`, `info` or `other`);
+//!   `events`, `acl`, `reset`, `info`, `resolve` or `other`);
+//! - `resolve_total{answer}`: resolve answers by where they came from (`catalog`, `cache`,
+//!   `peer`, `not_found`); `resolve_peer_requests_total`: requests sent to peers;
+//!   `resolve_peer_failures_total`: those that got no usable answer;
+//!   `resolve_negative_cache_hits_total`: searches the negative cache stopped;
 //! - `records_written_total`, `conflicts_total`: from push answers;
 //! - `event_streams_open`, `write_backlog`, `db_pool_connections{state}`: read at scrape time.
 
@@ -50,6 +54,7 @@ fn op(method: &Method, route: &str) -> &'static str {
         (_, "/v1/data/{app}/{owner}/{collection}/events") => "events",
         (_, "/v1/data/{app}/{owner}/{collection}/acl") => "acl",
         (_, "/v1/info") => "info",
+        (_, "/v1/resolve") => "resolve",
         _ => "other",
     }
 }

@@ -17,7 +17,10 @@
 //! # Layout
 //!
 //! - [`server_binary`]: builds `sync-server` once per test process (a nested `cargo build`, so
-//!   that `cargo test -p tidemark-tests` works on its own) and says where it is.
+//!   that `cargo test -p tidemark-tests` works on its own) and says where it is;
+//!   [`cli_binary`] does the same for the `tidemark` command.
+//! - [`files`]: a static file server in the test process (tower-http's `ServeDir`, with
+//!   `Range`) that counts requests and can trickle or corrupt what it sends.
 //! - [`Server`]: start (on either backend; more nodes on one schema), `kill -9`, SIGTERM,
 //!   restart on the same storage. Dropping it kills the process; if the test is panicking, the
 //!   server's log is printed first.
@@ -27,13 +30,15 @@
 //!   database, and control of the machine's PostgreSQL cluster.
 //! - [`sse`]: an event-stream client ([`Client::events`]).
 //! - [`prometheus`]: a strict parser of `/metrics`.
-//! - Small helpers: [`pull_all`], [`snapshot`], [`core_fields`], [`now_ms`], [`wait_until`],
+//! - Small helpers: [`pull_all`], [`snapshot`], [`core_fields`], [`now_ms`], [`free_ports`], [`wait_until`],
 //!   [`follow_changes`].
 
+pub mod files;
 pub mod pg;
 pub mod prometheus;
 pub mod sse;
 
+pub use files::FileServer;
 pub use pg::{Backend, Schema};
 pub use prometheus::Metrics;
 pub use sse::{EventStream, SseEvent};
@@ -68,9 +73,25 @@ pub fn server_binary() -> &'static Path {
     // The outcome is kept either way: after a failed build every test fails at once with the
     // same message instead of building again.
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let binary = BINARY.get_or_init(|| match std::env::var_os("TIDEMARK_SERVER_BIN") {
+    built(&BINARY, "TIDEMARK_SERVER_BIN", "sync-server", "sync-server")
+}
+
+/// The `tidemark` command-line tool, built on first use like [`server_binary`]
+/// (`TIDEMARK_CLI_BIN` names a prebuilt one).
+pub fn cli_binary() -> &'static Path {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    built(&BINARY, "TIDEMARK_CLI_BIN", "tidemark-cli", "tidemark")
+}
+
+fn built<'a>(
+    slot: &'a OnceLock<Result<PathBuf, String>>,
+    variable: &str,
+    package: &str,
+    bin: &str,
+) -> &'a Path {
+    let binary = slot.get_or_init(|| match std::env::var_os(variable) {
         Some(path) => Ok(PathBuf::from(path)),
-        None => build_server(),
+        None => build_binary(package, bin),
     });
     match binary {
         Ok(path) => path,
@@ -85,35 +106,35 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn build_server() -> Result<PathBuf, String> {
+fn build_binary(package: &str, bin: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = workspace_root();
     let output = Command::new(cargo)
         .args([
             "build",
             "-p",
-            "sync-server",
+            package,
             "--bin",
-            "sync-server",
+            bin,
             "--message-format=json-render-diagnostics",
         ])
         .current_dir(&root)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| format!("running cargo to build sync-server: {e}"))?;
+        .map_err(|e| format!("running cargo to build {bin}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
-            "`cargo build -p sync-server` failed ({}); see the compiler output above",
+            "`cargo build -p {package}` failed ({}); see the compiler output above",
             output.status
         ));
     }
-    // The last line of JSON naming the sync-server executable is the one just built.
+    // The last line of JSON naming the executable is the one just built.
     let reported = String::from_utf8_lossy(&output.stdout)
         .lines()
         .rev()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "sync-server")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from));
     let binary = reported.unwrap_or_else(|| {
         let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -126,13 +147,13 @@ fn build_server() -> Result<PathBuf, String> {
                 }
             })
             .unwrap_or_else(|| root.join("target"));
-        target.join("debug").join("sync-server")
+        target.join("debug").join(bin)
     });
     if binary.is_file() {
         Ok(binary)
     } else {
         Err(format!(
-            "sync-server was built but {} does not exist",
+            "{bin} was built but {} does not exist",
             binary.display()
         ))
     }
@@ -340,7 +361,15 @@ impl Server {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).expect("creating the log file");
         let mut command = server_command();
-        command.args(["--listen", "127.0.0.1:0"]);
+        // A test that needs to know the address before the server starts (peers that name
+        // each other) passes its own `--listen`.
+        if !self
+            .args
+            .iter()
+            .any(|a| a == "--listen" || a.starts_with("--listen="))
+        {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         match &self.storage {
             Storage::Sqlite => {
                 command.arg("--data").arg(self.data_dir());
@@ -399,6 +428,19 @@ impl Server {
             }
         }
     }
+}
+
+/// `n` ports that were free a moment ago on 127.0.0.1, for servers that must know each
+/// other's addresses before they start. (Another process could take one in between; the
+/// server would then fail to start, loudly.)
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
 }
 
 /// The server binary as a command with a clean environment: the server reads every flag from

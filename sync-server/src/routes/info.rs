@@ -20,6 +20,6 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
         "limits": state.limits,
         "tombstone_retention_s": state.config.tombstone_retention.as_secs(),
         "presence": state.presence.limits(),
-        "features": ["pull", "push", "reset", "tombstones", "expires", "etag", "presence"],
+        "features": ["pull", "push", "reset", "tombstones", "expires", "etag", "presence", "resolve"],
     }))
 }

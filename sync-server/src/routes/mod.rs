@@ -7,6 +7,7 @@ pub mod data;
 pub mod events;
 pub mod info;
 pub mod ops;
+pub mod resolve;
 
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::Router;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(acl::router())
         .merge(ops::router())
         .merge(channels::router())
+        .merge(resolve::router())
         .route_layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.request_timeout))

@@ -124,6 +124,10 @@ pub trait Store: Send + Sync + 'static {
     /// Expires objects and purges tombstones older than `retention_ms`.
     async fn sweep(&self, now_ms: u64, retention_ms: u64) -> Result<SweepReport, StoreError>;
 
+    /// The current version of one object (a tombstone if it was deleted and not yet purged),
+    /// or `None` if the collection never held it.
+    async fn object(&self, key: &CollectionKey, id: &str) -> Result<Option<Object>, StoreError>;
+
     /// A collection's grants, if it has any.
     async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError>;
 

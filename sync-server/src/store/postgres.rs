@@ -775,6 +775,20 @@ impl Store for PostgresStore {
         Ok(report)
     }
 
+    async fn object(&self, key: &CollectionKey, id: &str) -> Result<Option<Object>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = $4 AND cid =
+             (SELECT cid FROM collections WHERE app = $1 AND owner = $2 AND name = $3)"
+        );
+        let row = client
+            .client
+            .query_opt(&sql, &[&key.app, &key.owner, &key.name, &id])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.as_ref().map(object_from_row))
+    }
+
     async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError> {
         let client = self.client().await?;
         let row = client

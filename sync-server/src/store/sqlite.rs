@@ -348,6 +348,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn object(&self, key: &CollectionKey, id: &str) -> Result<Option<Object>, StoreError> {
+        let (key, id) = (key.clone(), id.to_string());
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?4 AND cid =
+                 (SELECT cid FROM collections WHERE app = ?1 AND owner = ?2 AND name = ?3)"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![key.app, key.owner, key.name, id], object_from_row)
+                    .optional()
+            })
+            .map_err(sql_error)
+        })
+        .await
+    }
+
     async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError> {
         let key = key.clone();
         self.read(move |conn| {

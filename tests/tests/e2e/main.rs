@@ -21,6 +21,11 @@
 //! - `sharing`: the ACL roles against every operation, and revocation of open streams.
 //! - `scale_out`: many nodes on one PostgreSQL database (always PostgreSQL), health,
 //!   readiness and metrics.
+//! - `fetch`: the `tidemark fetch` binary: resume after `kill -9`, completion by hash,
+//!   corrupt transfers, falling back to the next repository.
+//! - `resolve`: `GET /v1/resolve` over OpenSpace's example graph of three servers: every
+//!   server finds every triple, unknown ones end after a bounded search, hops, visited lists,
+//!   caches, and bad queries.
 //! - `config_file`: `--config file.toml`, and flags over it.
 //! - `sse`: a small event-stream client for the tests above (not a test module).
 
@@ -31,11 +36,13 @@ mod config_file;
 mod contract;
 mod cors;
 mod durability;
+mod fetch;
 mod jwks;
 mod lifecycle;
 mod live;
 mod model;
 mod presence;
+mod resolve;
 mod scale_out;
 mod sharing;
 mod sse;
