@@ -24,6 +24,8 @@
 //! - [`memory_store`]: an in-memory reference implementation of the server's contract, for tests
 //!   and for anyone who wants to see the whole protocol in a few hundred lines.
 //! - [`acl`]: sharing: roles (owner, writer, creator, reader) and the creators' authorship rule.
+//! - [`quota`]: per-owner quotas: what a batch adds to an owner's stored data, and whether
+//!   the owner may have it.
 //! - [`error`]: the error body every failed request answers with.
 //!
 //! # Invariants this crate enforces for every caller
@@ -51,6 +53,7 @@ pub mod names;
 pub mod object;
 pub mod pull;
 pub mod push;
+pub mod quota;
 pub mod replica;
 pub mod sorted_map;
 

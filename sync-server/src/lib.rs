@@ -12,6 +12,7 @@
 //! - [`metrics`]: Prometheus metrics and the middleware that records requests.
 //! - [`live`]: the per-collection broadcast hub that event streams subscribe to.
 //! - [`presence`]: presence channels, in memory, and their bus between nodes.
+//! - [`rate_limit`]: the per-user and per-IP rate limits (429 with `Retry-After`).
 //!
 //! `main.rs` only parses the configuration and calls [`serve`]. Tests call [`app`] directly
 //! where a socket is not the point, and otherwise run the real binary.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod live;
 pub mod metrics;
 pub mod presence;
+pub mod rate_limit;
 pub mod routes;
 pub mod store;
 pub mod sweeper;
@@ -38,6 +40,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::live::Hub;
 use crate::presence::{Presence, PresenceLimits};
+use crate::rate_limit::RateLimits;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -60,6 +63,8 @@ pub struct AppState {
     pub shutting_down: watch::Receiver<bool>,
     /// The presence channels (memory only).
     pub presence: Arc<Presence>,
+    /// The per-user and per-IP rate limiters.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -73,6 +78,7 @@ impl AppState {
         let auth = Authenticator::from_config(&config).await?;
         let presence = Arc::new(Presence::new(PresenceLimits::from_config(&config)?));
         Ok(AppState {
+            rate_limits: Arc::new(RateLimits::from_config(&config)),
             presence,
             store,
             limits: config.limits(),
@@ -134,14 +140,18 @@ pub async fn serve(
         config.sweep_interval,
         config.tombstone_retention,
     ));
+    let forget_idle = tokio::spawn(rate_limit::forget_idle_keys(state.rate_limits.clone()));
     let shutdown = async move {
         shutdown.await;
         let _ = begin_shutdown.send(true);
     };
-    axum::serve(listener, app(state))
+    // The peer address is what the per-IP rate limit counts (without a trusted proxy).
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
     sweeper.abort();
+    forget_idle.abort();
     presence_tasks.iter().for_each(|task| task.abort());
     store.close().await;
     tracing::info!("shut down cleanly");
