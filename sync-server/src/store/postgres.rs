@@ -945,9 +945,9 @@ async fn add_usage(
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO usage (owner, bytes, objects) VALUES ($1, GREATEST($2, 0), GREATEST($3, 0))
-         ON CONFLICT (owner) DO UPDATE SET bytes = GREATEST(usage.bytes + $2, 0),
-           objects = GREATEST(usage.objects + $3, 0)",
+        "INSERT INTO usage (owner, bytes, objects) VALUES ($1, GREATEST($2::int8, 0), GREATEST($3::int8, 0))
+         ON CONFLICT (owner) DO UPDATE SET bytes = GREATEST(usage.bytes + $2::int8, 0),
+           objects = GREATEST(usage.objects + $3::int8, 0)",
         &[&owner, &delta.bytes, &delta.objects],
     )
     .await

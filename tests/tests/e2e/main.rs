@@ -22,6 +22,7 @@
 //! - `scale_out`: many nodes on one PostgreSQL database (always PostgreSQL), health,
 //!   readiness and metrics.
 //! - `config_file`: `--config file.toml`, and flags over it.
+//! - `limits`: rate limits per user and per address (429), quotas per owner (507).
 //! - `sse`: a small event-stream client for the tests above (not a test module).
 
 mod auth;
@@ -33,6 +34,7 @@ mod cors;
 mod durability;
 mod jwks;
 mod lifecycle;
+mod limits;
 mod live;
 mod model;
 mod presence;
