@@ -6,6 +6,7 @@ pub mod channels;
 pub mod data;
 pub mod events;
 pub mod info;
+pub mod openapi;
 pub mod ops;
 
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(acl::router())
         .merge(ops::router())
         .merge(channels::router())
+        .merge(openapi::router())
         .route_layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.request_timeout))

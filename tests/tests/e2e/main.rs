@@ -22,6 +22,7 @@
 //! - `scale_out`: many nodes on one PostgreSQL database (always PostgreSQL), health,
 //!   readiness and metrics.
 //! - `config_file`: `--config file.toml`, and flags over it.
+//! - `openapi`: the published OpenAPI document against the routes and real answers.
 //! - `limits`: rate limits per user and per address (429), quotas per owner (507).
 //! - `sse`: a small event-stream client for the tests above (not a test module).
 
@@ -37,6 +38,7 @@ mod lifecycle;
 mod limits;
 mod live;
 mod model;
+mod openapi;
 mod presence;
 mod scale_out;
 mod sharing;
