@@ -1042,3 +1042,96 @@ fn sweep_in_tx(
         .execute([cutoff])?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::quota::Quota;
+    use sync_core::Limits;
+
+    fn key(owner: &str, name: &str) -> CollectionKey {
+        CollectionKey {
+            app: "notes".into(),
+            owner: owner.into(),
+            name: name.into(),
+        }
+    }
+
+    async fn push(store: &SqliteStore, key: &CollectionKey, body: &str) {
+        let request = PushRequest::parse(body.as_bytes(), &Limits::default()).unwrap();
+        let context = PushContext {
+            user: key.owner.clone(),
+            creator_only: false,
+            changes_limit: 100,
+            quota: Quota::default(),
+        };
+        let reply = store.push(key, request, context, 1).await.unwrap();
+        assert!(matches!(
+            reply,
+            PushReply::Outcome(PushOutcome::Committed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_usage_counters_gets_them_filled_in() {
+        let dir = std::env::temp_dir().join(format!("tidemark-usage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hub = Arc::new(Hub::new(16));
+        let store = SqliteStore::open(&dir, hub.clone()).unwrap();
+        push(
+            &store,
+            &key("alice", "a"),
+            r#"{"objects": [{"id": "x", "data": "abc"}, {"id": "y", "data": [1]}]}"#,
+        )
+        .await;
+        push(
+            &store,
+            &key("alice", "b"),
+            r#"{"objects": [{"id": "z", "data": 12}, {"id": "x", "deleted": true}]}"#,
+        )
+        .await;
+        push(
+            &store,
+            &key("bob", "a"),
+            r#"{"objects": [{"id": "x", "data": {}}, {"id": "x2", "data": 1}]}"#,
+        )
+        .await;
+        push(
+            &store,
+            &key("bob", "a"),
+            r#"{"objects": [{"id": "x2", "deleted": true}]}"#,
+        )
+        .await;
+        let counted = (
+            store.usage("alice").await.unwrap(),
+            store.usage("bob").await.unwrap(),
+        );
+        assert_eq!(
+            counted.0,
+            Usage {
+                bytes: 3 + 5 + 2,
+                objects: 3
+            }
+        );
+        assert_eq!(
+            counted.1,
+            Usage {
+                bytes: 2,
+                objects: 1
+            }
+        );
+        store.close().await;
+
+        // Make it look like a version-1 database: no counters at all.
+        let conn = Connection::open(dir.join("tidemark.sqlite3")).unwrap();
+        conn.execute_batch("DROP TABLE usage; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&dir, hub).unwrap();
+        assert_eq!(store.usage("alice").await.unwrap(), counted.0);
+        assert_eq!(store.usage("bob").await.unwrap(), counted.1);
+        assert_eq!(store.usage("carol").await.unwrap(), Usage::default());
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
