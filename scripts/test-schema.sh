@@ -42,6 +42,8 @@ for _ in $(seq 100); do
 done
 [ -n "$url" ] || { echo "error: the server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
 
+# One worker: with several, schemathesis's generator (hypothesis) can trip over CPython 3.11's
+# thread-unsafe ast.parse ("AST constructor recursion depth mismatch"), an error of the tool.
 # Event streams never end by design, so they are left out (tests/tests/e2e/live.rs and
 # presence.rs cover them); /metrics is plain text of Prometheus's format.
 # Run from the temporary directory: schemathesis keeps a cache (`.schemathesis/`) in its
@@ -52,10 +54,10 @@ status=0
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --exclude-path-regex '/events$' \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-25}" \
-    --max-time 75 \
+    --max-time 60 \
     --seed "${SCHEMATHESIS_SEED:-1}" \
     --request-timeout 15 \
-    --workers 2 \
+    --workers 1 \
     --no-color \
     --report junit --report-dir "$target/schemathesis-report") || status=$?
 if grep -E 'panicked|ERROR' "$work/server.log" >&2; then
