@@ -6,8 +6,9 @@
 #   2. sync-core for wasm32 (no_std, as the browser uses it)
 #   3. unit, property and end-to-end tests, end-to-end against SQLite
 #   4. the end-to-end suite again against PostgreSQL, then the PostgreSQL-restart test alone
-#   5. the browser SDK: natively, in Node and in headless Chromium (scripts/test-sdk.sh)
-#   6. the demo app (www/) end to end in headless Chromium, on both backends (scripts/test-www.sh)
+#   5. schemathesis against the running server's OpenAPI document (scripts/test-schema.sh)
+#   6. the browser SDK: natively, in Node and in headless Chromium (scripts/test-sdk.sh)
+#   7. the demo app (www/) end to end in headless Chromium, on both backends (scripts/test-www.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,9 @@ say "end-to-end tests against PostgreSQL"
 TIDEMARK_TEST_BACKEND=postgres cargo test -p tidemark-tests
 # Restarts the machine's PostgreSQL, so it runs alone, after everything else that uses it.
 cargo test -p tidemark-tests --test pg_restart -- --test-threads=1
+
+say "schemathesis against the OpenAPI document (scripts/test-schema.sh)"
+scripts/test-schema.sh
 
 say "the browser SDK"
 scripts/test-sdk.sh

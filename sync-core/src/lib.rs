@@ -26,6 +26,8 @@
 //! - [`resolve`]: bundle triples, catalog entries and the resolve answer (OpenSpace's
 //!   resources).
 //! - [`acl`]: sharing: roles (owner, writer, creator, reader) and the creators' authorship rule.
+//! - [`quota`]: per-owner quotas: what a batch adds to an owner's stored data, and whether
+//!   the owner may have it.
 //! - [`error`]: the error body every failed request answers with.
 //!
 //! # Invariants this crate enforces for every caller
@@ -53,6 +55,7 @@ pub mod names;
 pub mod object;
 pub mod pull;
 pub mod push;
+pub mod quota;
 pub mod replica;
 pub mod resolve;
 pub mod sorted_map;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::{header, request::Parts};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -243,8 +243,33 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized(
                 "the Authorization header must be `Bearer <token>`",
             ))?;
-        state.auth.user_of(token).await.map(Caller)
+        authenticated(state, token).await
     }
+}
+
+/// `/v1/info` and other routes that anyone may call, but that say more to a known caller:
+/// no `Authorization` header is `None`; a bad one is still `401`.
+impl OptionalFromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Caller>, ApiError> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
+    }
+}
+
+/// The user a token stands for, counted against the per-user rate limit.
+async fn authenticated(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let user = state.auth.user_of(token).await?;
+    state.rate_limits.check_user(&user)?;
+    Ok(Caller(user))
 }
 
 /// The caller of an event stream: like [`Caller`], but the token may also come as
@@ -263,7 +288,7 @@ impl FromRequestParts<AppState> for StreamCaller {
         state: &AppState,
     ) -> Result<StreamCaller, ApiError> {
         if parts.headers.contains_key(header::AUTHORIZATION) {
-            return Caller::from_request_parts(parts, state)
+            return <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state)
                 .await
                 .map(StreamCaller);
         }
@@ -275,10 +300,6 @@ impl FromRequestParts<AppState> for StreamCaller {
             .ok_or(ApiError::Unauthorized(
                 "a Bearer token or ?access_token= is required",
             ))?;
-        state
-            .auth
-            .user_of(&token)
-            .await
-            .map(|user| StreamCaller(Caller(user)))
+        authenticated(state, &token).await.map(StreamCaller)
     }
 }

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use sync_core::quota::Quota;
 use sync_core::Limits;
 
 use crate::presence::PresenceLimits;
@@ -105,6 +106,43 @@ pub struct Config {
     /// The most objects in one pull page.
     #[arg(long, env = "TIDEMARK_MAX_PULL_LIMIT", default_value_t = Limits::default().max_pull_limit)]
     pub max_pull_limit: usize,
+
+    /// The most bytes of `data` one user may keep in the collections they own, across apps
+    /// (live objects only: tombstones cost nothing). Unlimited if unset. A push over it is
+    /// answered 507 and writes nothing.
+    #[arg(long, env = "TIDEMARK_QUOTA_BYTES")]
+    pub quota_bytes: Option<u64>,
+
+    /// The most live objects one user may keep in the collections they own, across apps.
+    /// Unlimited if unset.
+    #[arg(long, env = "TIDEMARK_QUOTA_OBJECTS")]
+    pub quota_objects: Option<u64>,
+
+    /// Requests per minute one authenticated user may make, on average (0: no limit, the
+    /// default). Over it, requests are answered 429 with `Retry-After`.
+    #[arg(long, env = "TIDEMARK_RATE_LIMIT_USER", default_value_t = 0)]
+    pub rate_limit_user: u32,
+
+    /// Requests one user may make at once before the per-minute rate applies (default: the
+    /// per-minute rate).
+    #[arg(long, env = "TIDEMARK_RATE_LIMIT_USER_BURST")]
+    pub rate_limit_user_burst: Option<u32>,
+
+    /// Requests per minute from one client IP address, authenticated or not (0: no limit, the
+    /// default). `/healthz`, `/readyz` and `/metrics` are not counted.
+    #[arg(long, env = "TIDEMARK_RATE_LIMIT_IP", default_value_t = 0)]
+    pub rate_limit_ip: u32,
+
+    /// Requests one IP address may make at once before the per-minute rate applies (default:
+    /// the per-minute rate).
+    #[arg(long, env = "TIDEMARK_RATE_LIMIT_IP_BURST")]
+    pub rate_limit_ip_burst: Option<u32>,
+
+    /// Take the client's IP address from the last entry of `X-Forwarded-For` (the one the
+    /// proxy added) instead of the connection's peer. Only behind a reverse proxy that sets
+    /// the header: otherwise any client could pick its own address.
+    #[arg(long, env = "TIDEMARK_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
 
     /// A request that takes longer than this is answered 408.
     #[arg(long, env = "TIDEMARK_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -225,6 +263,14 @@ impl Config {
             max_batch: self.max_batch,
             max_object_bytes: self.max_object_bytes,
             max_pull_limit: self.max_pull_limit,
+        }
+    }
+
+    /// The per-owner quota, as configured.
+    pub fn quota(&self) -> Quota {
+        Quota {
+            max_bytes: self.quota_bytes,
+            max_objects: self.quota_objects,
         }
     }
 

@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sync_core::error::Detail;
 use sync_core::push::{ConflictAnswer, PushParseError, ResetAnswer};
+use sync_core::quota::{Exceeded, Quota, Usage};
 use sync_core::{ErrorBody, ErrorCode};
 
 use crate::store::StoreError;
@@ -37,6 +38,18 @@ pub enum ApiError {
     Conflict(Box<ConflictAnswer>),
     /// 410.
     Reset(ResetAnswer),
+    /// 429: over a rate limit.
+    RateLimited {
+        message: String,
+        /// Seconds until a request would be allowed (`Retry-After`).
+        retry_after_s: u64,
+    },
+    /// 507: the push would take the owner's stored data over their quota; nothing was written.
+    OverQuota {
+        exceeded: Exceeded,
+        usage: Usage,
+        quota: Quota,
+    },
     /// 503: the store cannot serve right now.
     Unavailable(String),
     /// 507: out of disk.
@@ -164,6 +177,41 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_S.into());
                 return response;
             }
+            ApiError::RateLimited {
+                message,
+                retry_after_s,
+            } => {
+                let mut response = error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorBody::new(ErrorCode::RateLimited, message),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after_s.into());
+                return response;
+            }
+            ApiError::OverQuota {
+                exceeded,
+                usage,
+                quota,
+            } => {
+                let (what, used, limit) = match exceeded {
+                    Exceeded::Bytes => ("bytes", usage.bytes, quota.max_bytes),
+                    Exceeded::Objects => ("objects", usage.objects, quota.max_objects),
+                };
+                let limit = limit.unwrap_or(u64::MAX);
+                let message = format!(
+                    "this push would take the owner's stored data over their quota of {limit} {what} \
+                     ({used} used); nothing was written. Delete objects to make room"
+                );
+                let body = serde_json::json!({
+                    "error": ErrorCode::InsufficientStorage,
+                    "message": message,
+                    "exceeded": exceeded,
+                    "quota": quota_report(usage, quota),
+                });
+                return json_response(StatusCode::INSUFFICIENT_STORAGE, &body);
+            }
             ApiError::InsufficientStorage => (
                 StatusCode::INSUFFICIENT_STORAGE,
                 ErrorBody::new(
@@ -184,6 +232,15 @@ impl IntoResponse for ApiError {
         };
         error_response(status, body)
     }
+}
+
+/// An owner's usage against their limits, as `/v1/info` and the quota `507` show it:
+/// `{"bytes": {"used", "limit"}, "objects": {"used", "limit"}}`, `limit: null` for none.
+pub fn quota_report(usage: Usage, quota: Quota) -> serde_json::Value {
+    serde_json::json!({
+        "bytes": { "used": usage.bytes, "limit": quota.max_bytes },
+        "objects": { "used": usage.objects, "limit": quota.max_objects },
+    })
 }
 
 /// A JSON answer with any serialisable body.

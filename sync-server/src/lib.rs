@@ -14,6 +14,7 @@
 //! - [`presence`]: presence channels, in memory, and their bus between nodes.
 //! - [`resolve`]: bundle triples to files: the catalog collection, the caches, and the
 //!   parallel search of peers behind `GET /v1/resolve`.
+//! - [`rate_limit`]: the per-user and per-IP rate limits (429 with `Retry-After`).
 //!
 //! `main.rs` only parses the configuration and calls [`serve`]. Tests call [`app`] directly
 //! where a socket is not the point, and otherwise run the real binary.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod live;
 pub mod metrics;
 pub mod presence;
+pub mod rate_limit;
 pub mod resolve;
 pub mod routes;
 pub mod store;
@@ -41,6 +43,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::live::Hub;
 use crate::presence::{Presence, PresenceLimits};
+use crate::rate_limit::RateLimits;
 use crate::resolve::Resolver;
 use crate::store::Store;
 
@@ -66,6 +69,8 @@ pub struct AppState {
     pub presence: Arc<Presence>,
     /// Bundle lookups: the catalog, the caches and the peers.
     pub resolver: Arc<Resolver>,
+    /// The per-user and per-IP rate limiters.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -80,6 +85,7 @@ impl AppState {
         let presence = Arc::new(Presence::new(PresenceLimits::from_config(&config)?));
         let resolver = Arc::new(Resolver::from_config(&config)?);
         Ok(AppState {
+            rate_limits: Arc::new(RateLimits::from_config(&config)),
             presence,
             resolver,
             store,
@@ -148,14 +154,18 @@ pub async fn serve(
         config.sweep_interval,
         config.tombstone_retention,
     ));
+    let forget_idle = tokio::spawn(rate_limit::forget_idle_keys(state.rate_limits.clone()));
     let shutdown = async move {
         shutdown.await;
         let _ = begin_shutdown.send(true);
     };
-    axum::serve(listener, app(state))
+    // The peer address is what the per-IP rate limit counts (without a trusted proxy).
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
     sweeper.abort();
+    forget_idle.abort();
     presence_tasks.iter().for_each(|task| task.abort());
     store.close().await;
     tracing::info!("shut down cleanly");

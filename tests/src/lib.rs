@@ -550,6 +550,21 @@ impl Client {
         }
     }
 
+    /// Like [`Client::new`], with connections made from `local` (any of `127.0.0.0/8` is this
+    /// machine on Linux), so that a test can be several client addresses.
+    pub fn from_address(base: &str, token: Option<&str>, local: std::net::IpAddr) -> Client {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .local_address(local)
+            .build()
+            .expect("building an HTTP client");
+        Client {
+            http,
+            base: base.to_string(),
+            token: token.map(str::to_string),
+        }
+    }
+
     /// A request to `path` (which starts with `/`), with the bearer token if any.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.base));

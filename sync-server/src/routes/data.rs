@@ -147,6 +147,7 @@ async fn push(
         user: caller.0,
         creator_only: role == Role::Creator,
         changes_limit: state.limits.max_pull_limit,
+        quota: state.config.quota(),
     };
     match state.store.push(&key, request, context, now_ms()).await? {
         PushReply::Outcome(PushOutcome::Committed(ok)) => {
@@ -161,6 +162,15 @@ async fn push(
         }
         PushReply::Outcome(PushOutcome::Reset(answer)) => Err(ApiError::Reset(answer)),
         PushReply::NotAuthor(indexes) => Err(ApiError::NotAuthor(indexes)),
+        PushReply::OverQuota {
+            exceeded,
+            usage,
+            quota,
+        } => Err(ApiError::OverQuota {
+            exceeded,
+            usage,
+            quota,
+        }),
     }
 }
 

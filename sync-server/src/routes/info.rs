@@ -5,6 +5,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::auth::Caller;
+use crate::error::{quota_report, ApiError};
 use crate::AppState;
 
 /// The route.
@@ -12,14 +14,26 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/info", get(info))
 }
 
-async fn info(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
+/// Anyone may ask; a caller with a valid token also learns their own quota usage.
+async fn info(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let mut info = json!({
         "name": "tidemark",
         "version": env!("CARGO_PKG_VERSION"),
         "protocol": 1,
         "limits": state.limits,
         "tombstone_retention_s": state.config.tombstone_retention.as_secs(),
         "presence": state.presence.limits(),
+        "rate_limits": state.rate_limits.settings(),
         "features": ["pull", "push", "reset", "tombstones", "expires", "etag", "presence", "resolve"],
-    }))
+    });
+    if let Some(Caller(user)) = caller {
+        let usage = state.store.usage(&user).await?;
+        let mut quota = quota_report(usage, state.config.quota());
+        quota["owner"] = json!(user);
+        info["quota"] = quota;
+    }
+    Ok(Json(info))
 }

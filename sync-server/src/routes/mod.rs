@@ -6,6 +6,7 @@ pub mod channels;
 pub mod data;
 pub mod events;
 pub mod info;
+pub mod openapi;
 pub mod ops;
 pub mod resolve;
 
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(channels::router())
         .merge(resolve::router())
+        .merge(openapi::router())
         .route_layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.request_timeout))
@@ -49,6 +51,10 @@ pub fn router(state: AppState) -> Router {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::rate_limit::per_ip,
+        ))
         .layer(axum::middleware::from_fn(ensure_json_errors))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -15,6 +15,7 @@ use sync_core::Object;
 use crate::live::LiveEvent;
 use sync_core::memory_store::PushOutcome;
 use sync_core::push::ResetAnswer;
+use sync_core::quota::{Exceeded, Quota, Usage};
 use sync_core::{Head, PullAnswer, PullQuery, PushRequest};
 
 /// Which collection: `(app, owner, name)`, all validated.
@@ -61,6 +62,9 @@ pub struct PushContext {
     pub creator_only: bool,
     /// The most changes a 409 answer carries (the server's `max_pull_limit`).
     pub changes_limit: usize,
+    /// The limits of the collection's owner, checked against the usage counter inside the
+    /// write transaction.
+    pub quota: Quota,
 }
 
 /// The answer to a push.
@@ -71,6 +75,15 @@ pub enum PushReply {
     /// A creator tried to change objects someone else created (their batch indexes); nothing
     /// was written.
     NotAuthor(Vec<usize>),
+    /// The batch would take the owner's stored data over a limit; nothing was written.
+    OverQuota {
+        /// The limit it would break.
+        exceeded: Exceeded,
+        /// The owner's usage before the batch.
+        usage: Usage,
+        /// The owner's limits.
+        quota: Quota,
+    },
 }
 
 /// What one sweep did.
@@ -127,6 +140,8 @@ pub trait Store: Send + Sync + 'static {
     /// The current version of one object (a tombstone if it was deleted and not yet purged),
     /// or `None` if the collection never held it.
     async fn object(&self, key: &CollectionKey, id: &str) -> Result<Option<Object>, StoreError>;
+    /// An owner's stored data, across all apps (see `sync_core::quota`).
+    async fn usage(&self, owner: &str) -> Result<Usage, StoreError>;
 
     /// A collection's grants, if it has any.
     async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError>;

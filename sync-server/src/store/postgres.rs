@@ -45,11 +45,13 @@ use super::{
     PageBuilder, PullPage, PushContext, PushReply, Store, StoreError, SweepReport,
 };
 use crate::live::{Hub, LiveEvent};
+use sync_core::quota::{self, Usage, UsageDelta};
 
 /// Schema migrations, applied in order at start-up; the number is the schema version.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE collections (
     cid           BIGSERIAL PRIMARY KEY,
     app           TEXT NOT NULL,
@@ -93,7 +95,23 @@ CREATE TABLE acls (
     PRIMARY KEY (app, owner, name)
 );
 ",
-)];
+    ),
+    (
+        2,
+        "
+-- Each owner's stored data (see sync_core::quota), kept in step with every commit.
+CREATE TABLE usage (
+    owner   TEXT PRIMARY KEY,
+    bytes   BIGINT NOT NULL,
+    objects BIGINT NOT NULL
+);
+INSERT INTO usage (owner, bytes, objects)
+    SELECT c.owner, COALESCE(SUM(octet_length(o.data)), 0), COUNT(*)
+    FROM objects o JOIN collections c ON c.cid = o.cid
+    WHERE NOT o.deleted GROUP BY c.owner;
+",
+    ),
+];
 
 /// Serialises migrations (and sweeps) across nodes; any constant unique to Tidemark.
 const MIGRATION_LOCK: i64 = 0x7469_6465_6d61_7201;
@@ -473,10 +491,10 @@ impl Store for PostgresStore {
                 .map(|(_, h)| h.clone())
                 .unwrap_or_default();
             let ids: Vec<&str> = request.objects.iter().map(|o| o.id.as_str()).collect();
-            let mut by_id: HashMap<String, Stored> = HashMap::new();
+            let mut by_id: HashMap<String, (Stored, UsageDelta)> = HashMap::new();
             if let Some((cid, _)) = &existing {
                 let rows = tx
-                    .query("SELECT id, seq, deleted, author FROM objects WHERE cid = $1 AND id = ANY($2)", &[cid, &ids])
+                    .query(&format!("SELECT id, seq, deleted, author, {DATA_BYTES} FROM objects WHERE cid = $1 AND id = ANY($2)"), &[cid, &ids])
                     .await
                     .map_err(pg_error)?;
                 for r in rows {
@@ -484,16 +502,27 @@ impl Store for PostgresStore {
                         seq: r.get::<_, i64>(1) as u64,
                         deleted: r.get(2),
                     };
+                    let cost = quota::cost(current.deleted, r.get::<_, i32>(4) as u64);
                     by_id.insert(
                         r.get(0),
-                        Stored {
-                            current,
-                            author: r.get(3),
-                        },
+                        (
+                            Stored {
+                                current,
+                                author: r.get(3),
+                            },
+                            cost,
+                        ),
                     );
                 }
             }
-            let stored: Vec<Option<Stored>> = ids.iter().map(|id| by_id.remove(*id)).collect();
+            // What each object of the batch replaces, and what that costs the owner's quota.
+            let (stored, costs): (Vec<Option<Stored>>, Vec<UsageDelta>) = ids
+                .iter()
+                .map(|id| match by_id.remove(*id) {
+                    Some((stored, cost)) => (Some(stored), cost),
+                    None => (None, UsageDelta::default()),
+                })
+                .unzip();
             let writer = Writer {
                 user: &context.user,
                 creator_only: context.creator_only,
@@ -558,6 +587,19 @@ impl Store for PostgresStore {
                 }
                 Plan::Commit(rows) => rows,
             };
+            // The owner's usage row is locked after the collection's (as every writer does,
+            // so no two transactions wait on each other), which serialises the quota check
+            // between collections of one owner.
+            let delta = quota::delta(&rows, &costs);
+            let usage = lock_usage(&tx, &key.owner).await.map_err(pg_error)?;
+            if let Err(exceeded) = context.quota.check(usage, delta) {
+                return Ok(PushReply::OverQuota {
+                    exceeded,
+                    usage,
+                    quota: context.quota,
+                });
+            }
+            add_usage(&tx, &key.owner, delta).await.map_err(pg_error)?;
             let (cid, collection_id) = match existing {
                 Some((cid, head)) => (cid, head.collection_id.expect("stored heads have an epoch")),
                 None => {
@@ -639,6 +681,19 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         let (cid, head) = head_from_row(&row);
+        // Everything live in the collection goes, and so does what it cost its owner.
+        let freed = tx
+            .query_one(
+                &format!("SELECT COALESCE(SUM({DATA_BYTES}), 0)::int8, COUNT(*) FROM objects WHERE cid = $1 AND NOT deleted"),
+                &[&cid],
+            )
+            .await
+            .map_err(pg_error)?;
+        let freed = UsageDelta {
+            bytes: -freed.get::<_, i64>(0),
+            objects: -freed.get::<_, i64>(1),
+        };
+        add_usage(&tx, &key.owner, freed).await.map_err(pg_error)?;
         tx.execute("DELETE FROM objects WHERE cid = $1", &[&cid])
             .await
             .map_err(pg_error)?;
@@ -690,6 +745,9 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg_error)?;
+        // Space given back per owner, applied after every collection lock is taken (see
+        // `push` for the lock order).
+        let mut freed: std::collections::BTreeMap<String, UsageDelta> = Default::default();
         for row in expired {
             let (cid, id): (i64, String) = (row.get(0), row.get(1));
             let head = tx
@@ -701,16 +759,20 @@ impl Store for PostgresStore {
                 .map_err(pg_error)?;
             let seq = head.get::<_, i64>(3) + 1;
             let changed = tx
-                .execute(
-                    "UPDATE objects SET seq = $1, deleted = TRUE, data = NULL, hash = NULL, expires = NULL, modified_ms = $2
-                     WHERE cid = $3 AND id = $4 AND NOT deleted AND expires <= $2",
+                .query_opt(
+                    &format!("WITH old AS (SELECT {DATA_BYTES} AS bytes FROM objects WHERE cid = $3 AND id = $4)
+                     UPDATE objects SET seq = $1, deleted = TRUE, data = NULL, hash = NULL, expires = NULL, modified_ms = $2
+                     WHERE cid = $3 AND id = $4 AND NOT deleted AND expires <= $2 RETURNING (SELECT bytes FROM old)"),
                     &[&seq, &(now_ms as i64), &cid, &id],
                 )
                 .await
                 .map_err(pg_error)?;
-            if changed == 0 {
+            let Some(changed) = changed else {
                 continue;
-            }
+            };
+            let owner_freed = freed.entry(head.get(1)).or_default();
+            owner_freed.bytes -= i64::from(changed.get::<_, i32>(0));
+            owner_freed.objects -= 1;
             tx.execute(
                 "UPDATE collections SET last_seq = $1 WHERE cid = $2",
                 &[&seq, &cid],
@@ -730,6 +792,9 @@ impl Store for PostgresStore {
                 .await
                 .map_err(pg_error)?;
             report.expired += 1;
+        }
+        for (owner, delta) in freed {
+            add_usage(&tx, &owner, delta).await.map_err(pg_error)?;
         }
         // 2. Purge every tombstone up to the highest one past the retention window, per
         //    collection, and move the horizon there (see `sync_core::horizon`).
@@ -789,6 +854,22 @@ impl Store for PostgresStore {
         Ok(row.as_ref().map(object_from_row))
     }
 
+    async fn usage(&self, owner: &str) -> Result<Usage, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .client
+            .query_opt(
+                "SELECT bytes, objects FROM usage WHERE owner = $1",
+                &[&owner],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map_or_else(Usage::default, |r| Usage {
+            bytes: r.get::<_, i64>(0) as u64,
+            objects: r.get::<_, i64>(1) as u64,
+        }))
+    }
+
     async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError> {
         let client = self.client().await?;
         let row = client
@@ -844,6 +925,47 @@ impl Store for PostgresStore {
         }
         self.pool.close();
     }
+}
+
+/// The size of a row's `data` in bytes, as `sync_core::quota::cost` counts it.
+const DATA_BYTES: &str = "COALESCE(octet_length(data), 0)";
+
+/// An owner's usage, with its row locked until the transaction ends (created if missing).
+async fn lock_usage(
+    tx: &tokio_postgres::Transaction<'_>,
+    owner: &str,
+) -> Result<Usage, tokio_postgres::Error> {
+    // One round trip: the no-op update on conflict locks the row and returns it.
+    let row = tx
+        .query_one(
+            "INSERT INTO usage (owner, bytes, objects) VALUES ($1, 0, 0)
+             ON CONFLICT (owner) DO UPDATE SET owner = excluded.owner RETURNING bytes, objects",
+            &[&owner],
+        )
+        .await?;
+    Ok(Usage {
+        bytes: row.get::<_, i64>(0) as u64,
+        objects: row.get::<_, i64>(1) as u64,
+    })
+}
+
+/// Adds `delta` to an owner's usage counter (in the caller's transaction).
+async fn add_usage(
+    tx: &tokio_postgres::Transaction<'_>,
+    owner: &str,
+    delta: UsageDelta,
+) -> Result<(), tokio_postgres::Error> {
+    if delta == UsageDelta::default() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO usage (owner, bytes, objects) VALUES ($1, GREATEST($2::int8, 0), GREATEST($3::int8, 0))
+         ON CONFLICT (owner) DO UPDATE SET bytes = GREATEST(usage.bytes + $2::int8, 0),
+           objects = GREATEST(usage.objects + $3::int8, 0)",
+        &[&owner, &delta.bytes, &delta.objects],
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Writes a commit's rows in one statement.

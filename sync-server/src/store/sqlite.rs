@@ -29,6 +29,7 @@ use sync_core::commit::{check_pull, plan_push, Current, Head, Plan, Stored, Writ
 use sync_core::error::ErrorCode;
 use sync_core::memory_store::PushOutcome;
 use sync_core::push::{Conflict, ConflictAnswer, PushOk, ResetAnswer};
+use sync_core::quota::{self, Usage, UsageDelta};
 use sync_core::{horizon, JsonData, Object, PullAnswer, PullQuery, PushRequest};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -92,7 +93,25 @@ CREATE TABLE IF NOT EXISTS acls (
     acl   TEXT NOT NULL,
     PRIMARY KEY (app, owner, name)
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
+-- Each owner's stored data (see sync_core::quota), kept in step with every commit.
+CREATE TABLE IF NOT EXISTS usage (
+    owner   TEXT PRIMARY KEY,
+    bytes   INTEGER NOT NULL,
+    objects INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The schema version [`SCHEMA`] leaves behind (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 2;
+
+/// Fills the usage counters from the objects: for a database made before they existed
+/// (version 1). On a new database it finds nothing to count.
+const BACKFILL_USAGE: &str = "
+DELETE FROM usage;
+INSERT INTO usage (owner, bytes, objects)
+    SELECT c.owner, COALESCE(SUM(length(CAST(o.data AS BLOB))), 0), COUNT(*)
+    FROM objects o JOIN collections c ON c.cid = o.cid
+    WHERE o.deleted = 0 GROUP BY c.owner;
 ";
 
 /// The SQLite store.
@@ -157,8 +176,8 @@ impl SqliteStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("tidemark.sqlite3");
-        let conn = open_connection(&path).map_err(sql_error)?;
-        conn.execute_batch(SCHEMA).map_err(sql_error)?;
+        let mut conn = open_connection(&path).map_err(sql_error)?;
+        migrate(&mut conn).map_err(sql_error)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(sql_error)?;
@@ -364,6 +383,12 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn usage(&self, owner: &str) -> Result<Usage, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |conn| read_usage(conn, &owner).map_err(sql_error))
+            .await
+    }
+
     async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError> {
         let key = key.clone();
         self.read(move |conn| {
@@ -405,6 +430,47 @@ impl Store for SqliteStore {
         }
         self.readers.lock().expect("reader pool lock").clear();
     }
+}
+
+/// Creates what is missing and brings an older database up to [`SCHEMA_VERSION`], in one
+/// transaction.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    tx.execute_batch(SCHEMA)?;
+    if version < SCHEMA_VERSION {
+        tx.execute_batch(BACKFILL_USAGE)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    }
+    tx.commit()
+}
+
+/// The size of a row's `data` in bytes, as `sync_core::quota::cost` counts it.
+const DATA_BYTES: &str = "COALESCE(length(CAST(data AS BLOB)), 0)";
+
+fn read_usage(conn: &Connection, owner: &str) -> rusqlite::Result<Usage> {
+    conn.prepare_cached("SELECT bytes, objects FROM usage WHERE owner = ?1")?
+        .query_row([owner], |r| {
+            Ok(Usage {
+                bytes: r.get::<_, i64>(0)? as u64,
+                objects: r.get::<_, i64>(1)? as u64,
+            })
+        })
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+/// Adds `delta` to an owner's usage counter (in the caller's transaction).
+fn add_usage(conn: &Connection, owner: &str, delta: UsageDelta) -> rusqlite::Result<()> {
+    if delta == UsageDelta::default() {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO usage (owner, bytes, objects) VALUES (?1, MAX(?2, 0), MAX(?3, 0))
+         ON CONFLICT (owner) DO UPDATE SET bytes = MAX(bytes + ?2, 0), objects = MAX(objects + ?3, 0)",
+    )?
+    .execute(params![owner, delta.bytes, delta.objects])?;
+    Ok(())
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
@@ -714,29 +780,37 @@ fn push_in_tx(
         .map(|(_, h)| h.clone())
         .unwrap_or_default();
 
-    // The stored state of every id in the batch: seq, tombstone flag and author.
+    // The stored state of every id in the batch: seq, tombstone flag and author, and what it
+    // costs the owner's quota.
     let mut stored: Vec<Option<Stored>> = Vec::with_capacity(request.objects.len());
+    let mut costs: Vec<UsageDelta> = Vec::with_capacity(request.objects.len());
     if let Some((cid, _)) = &existing {
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, deleted, author FROM objects WHERE cid = ?1 AND id = ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT seq, deleted, author, {DATA_BYTES} FROM objects WHERE cid = ?1 AND id = ?2"
+        ))?;
         for object in &request.objects {
-            stored.push(
-                stmt.query_row(params![cid, object.id], |r| {
+            let row = stmt
+                .query_row(params![cid, object.id], |r| {
                     let current = Current {
                         seq: r.get::<_, i64>(0)? as u64,
                         deleted: r.get(1)?,
                     };
-                    Ok(Stored {
-                        current,
-                        author: r.get(2)?,
-                    })
+                    let cost = quota::cost(current.deleted, r.get::<_, i64>(3)? as u64);
+                    Ok((
+                        Stored {
+                            current,
+                            author: r.get(2)?,
+                        },
+                        cost,
+                    ))
                 })
-                .optional()?,
-            );
+                .optional()?;
+            costs.push(row.as_ref().map(|(_, c)| *c).unwrap_or_default());
+            stored.push(row.map(|(s, _)| s));
         }
     } else {
         stored.resize(request.objects.len(), None);
+        costs.resize(request.objects.len(), UsageDelta::default());
     }
     let writer = Writer {
         user: &context.user,
@@ -788,6 +862,16 @@ fn push_in_tx(
             })))
         }
         Plan::Commit(rows) => {
+            let delta = quota::delta(&rows, &costs);
+            let usage = read_usage(conn, &key.owner)?;
+            if let Err(exceeded) = context.quota.check(usage, delta) {
+                return Ok(PushReply::OverQuota {
+                    exceeded,
+                    usage,
+                    quota: context.quota,
+                });
+            }
+            add_usage(conn, &key.owner, delta)?;
             let (cid, collection_id) = match existing {
                 Some((cid, head)) => (cid, head.collection_id.expect("stored heads have an epoch")),
                 None => {
@@ -860,6 +944,20 @@ fn reset_in_tx(conn: &Connection, key: &CollectionKey) -> rusqlite::Result<Head>
     let epoch = new_collection_id();
     match read_head(conn, key)? {
         Some((cid, head)) => {
+            // Everything live in the collection goes, and so does what it cost its owner.
+            let (bytes, objects): (i64, i64) = conn
+                .prepare_cached(&format!(
+                    "SELECT COALESCE(SUM({DATA_BYTES}), 0), COUNT(*) FROM objects WHERE cid = ?1 AND deleted = 0"
+                ))?
+                .query_row([cid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            add_usage(
+                conn,
+                &key.owner,
+                UsageDelta {
+                    bytes: -bytes,
+                    objects: -objects,
+                },
+            )?;
             conn.prepare_cached("DELETE FROM objects WHERE cid = ?1")?
                 .execute([cid])?;
             conn.prepare_cached("DELETE FROM pushes WHERE cid = ?1")?
@@ -910,6 +1008,20 @@ fn sweep_in_tx(
         let (seq, app, owner, name): (i64, String, String, String) = conn
             .prepare_cached("UPDATE collections SET last_seq = last_seq + 1 WHERE cid = ?1 RETURNING last_seq, app, owner, name")?
             .query_row([cid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        // The object becomes a tombstone: its owner gets its space back.
+        let bytes: i64 = conn
+            .prepare_cached(&format!(
+                "SELECT {DATA_BYTES} FROM objects WHERE cid = ?1 AND id = ?2"
+            ))?
+            .query_row(params![cid, id], |r| r.get(0))?;
+        add_usage(
+            conn,
+            &owner,
+            UsageDelta {
+                bytes: -bytes,
+                objects: -1,
+            },
+        )?;
         conn.prepare_cached(
             "UPDATE objects SET seq = ?1, deleted = 1, data = NULL, hash = NULL, expires = NULL, modified_ms = ?2 WHERE cid = ?3 AND id = ?4",
         )?
@@ -945,4 +1057,97 @@ fn sweep_in_tx(
     conn.prepare_cached("DELETE FROM pushes WHERE created_ms < ?1")?
         .execute([cutoff])?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::quota::Quota;
+    use sync_core::Limits;
+
+    fn key(owner: &str, name: &str) -> CollectionKey {
+        CollectionKey {
+            app: "notes".into(),
+            owner: owner.into(),
+            name: name.into(),
+        }
+    }
+
+    async fn push(store: &SqliteStore, key: &CollectionKey, body: &str) {
+        let request = PushRequest::parse(body.as_bytes(), &Limits::default()).unwrap();
+        let context = PushContext {
+            user: key.owner.clone(),
+            creator_only: false,
+            changes_limit: 100,
+            quota: Quota::default(),
+        };
+        let reply = store.push(key, request, context, 1).await.unwrap();
+        assert!(matches!(
+            reply,
+            PushReply::Outcome(PushOutcome::Committed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_usage_counters_gets_them_filled_in() {
+        let dir = std::env::temp_dir().join(format!("tidemark-usage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hub = Arc::new(Hub::new(16));
+        let store = SqliteStore::open(&dir, hub.clone()).unwrap();
+        push(
+            &store,
+            &key("alice", "a"),
+            r#"{"objects": [{"id": "x", "data": "abc"}, {"id": "y", "data": [1]}]}"#,
+        )
+        .await;
+        push(
+            &store,
+            &key("alice", "b"),
+            r#"{"objects": [{"id": "z", "data": 12}, {"id": "x", "deleted": true}]}"#,
+        )
+        .await;
+        push(
+            &store,
+            &key("bob", "a"),
+            r#"{"objects": [{"id": "x", "data": {}}, {"id": "x2", "data": 1}]}"#,
+        )
+        .await;
+        push(
+            &store,
+            &key("bob", "a"),
+            r#"{"objects": [{"id": "x2", "deleted": true}]}"#,
+        )
+        .await;
+        let counted = (
+            store.usage("alice").await.unwrap(),
+            store.usage("bob").await.unwrap(),
+        );
+        assert_eq!(
+            counted.0,
+            Usage {
+                bytes: 3 + 5 + 2,
+                objects: 3
+            }
+        );
+        assert_eq!(
+            counted.1,
+            Usage {
+                bytes: 2,
+                objects: 1
+            }
+        );
+        store.close().await;
+
+        // Make it look like a version-1 database: no counters at all.
+        let conn = Connection::open(dir.join("tidemark.sqlite3")).unwrap();
+        conn.execute_batch("DROP TABLE usage; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&dir, hub).unwrap();
+        assert_eq!(store.usage("alice").await.unwrap(), counted.0);
+        assert_eq!(store.usage("bob").await.unwrap(), counted.1);
+        assert_eq!(store.usage("carol").await.unwrap(), Usage::default());
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -27,6 +27,8 @@
 //!   server finds every triple, unknown ones end after a bounded search, hops, visited lists,
 //!   caches, and bad queries.
 //! - `config_file`: `--config file.toml`, and flags over it.
+//! - `openapi`: the published OpenAPI document against the routes and real answers.
+//! - `limits`: rate limits per user and per address (429), quotas per owner (507).
 //! - `sse`: a small event-stream client for the tests above (not a test module).
 
 mod auth;
@@ -39,8 +41,10 @@ mod durability;
 mod fetch;
 mod jwks;
 mod lifecycle;
+mod limits;
 mod live;
 mod model;
+mod openapi;
 mod presence;
 mod resolve;
 mod scale_out;
