@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: flags and environment variables ([`config::Config`]).
+//! - [`connections`]: the accept loop, with the timeouts that cut off slow or dead clients.
 //! - [`auth`]: bearer tokens to user ids ([`auth::Caller`]).
 //! - [`error`]: [`error::ApiError`], the one error type, and the middleware that gives every
 //!   error answer the contract's JSON shape.
@@ -20,6 +21,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod live;
 pub mod metrics;
@@ -152,9 +154,11 @@ pub async fn serve(
         shutdown.await;
         let _ = begin_shutdown.send(true);
     };
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let timeouts = connections::Timeouts {
+        header_read: config.header_read_timeout,
+        write: config.write_timeout,
+    };
+    connections::serve(listener, app(state), timeouts, shutdown).await;
     sweeper.abort();
     presence_tasks.iter().for_each(|task| task.abort());
     store.close().await;
