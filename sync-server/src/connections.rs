@@ -10,15 +10,17 @@
 //!   an idle keep-alive connection is closed after it.
 //! - `--body-timeout`: tower-http's `RequestBodyTimeoutLayer` (in `routes`); the longest wait
 //!   for the next piece of a request body. The answer is `408`.
-//! - `--write-timeout`: `tokio-io-timeout` around the socket; the longest a write may wait for
+//! - `--write-timeout`: [`StalledWrite`] around the socket; the longest a write may wait for
 //!   the client to make room (a reader that never reads). The connection is then dropped.
 //!
 //! All three bound how long one client can hold a connection without making progress; the
 //! total time of a request is bounded by `--request-timeout` as before.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
@@ -26,8 +28,9 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_io_timeout::TimeoutStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::time::Sleep;
 use tower::Service;
 
 /// How long to wait before accepting again after an accept error (out of file descriptors,
@@ -73,7 +76,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(service) = make_service.call(peer).await;
-        let io = TokioIo::new(with_write_timeout(socket, timeouts.write));
+        let io = TokioIo::new(StalledWrite::new(socket, timeouts.write));
         let connection = builder.serve_connection(io, TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -88,11 +91,89 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// The socket, with writes that fail once they have waited `timeout` for the client to read.
-fn with_write_timeout(socket: TcpStream, timeout: Duration) -> Pin<Box<TimeoutStream<TcpStream>>> {
-    // The clock only runs while a write is blocked on a full socket buffer, and restarts with
-    // any progress: a client that reads slowly is never cut off, one that stopped reading is.
-    let mut stream = TimeoutStream::new(socket);
-    stream.set_write_timeout(Some(timeout));
-    Box::pin(stream)
+/// A socket whose writes fail with `TimedOut` once one has waited `timeout` for room.
+///
+/// The clock starts when a write finds the socket's buffer full and stops at the next write
+/// that goes through: a client that reads slowly is never cut off, one that stopped reading
+/// is. Hand-written because `tokio-io-timeout` restarts its clock on every flush, and hyper
+/// flushes between writes (a flush of a TCP socket always succeeds at once), so a reader that
+/// never read was never cut off.
+struct StalledWrite<S> {
+    inner: S,
+    timeout: Duration,
+    /// Set while a write is waiting for room.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> StalledWrite<S> {
+    fn new(inner: S, timeout: Duration) -> StalledWrite<S> {
+        StalledWrite {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a write returned `outcome`: stop the clock on progress, start it (or check it)
+    /// on a full buffer.
+    fn check<T>(&mut self, cx: &mut Context<'_>, outcome: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if outcome.is_ready() {
+            self.stalled = None;
+            return outcome;
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client has not read for longer than --write-timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StalledWrite<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StalledWrite<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, outcome)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.check(cx, outcome)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let outcome = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.check(cx, outcome)
+    }
 }

@@ -29,6 +29,7 @@
 //! - [`pg`]: the backend switch, per-server schemas, a proxy that cuts one node off from the
 //!   database, and control of the machine's PostgreSQL cluster.
 //! - [`sse`]: an event-stream client ([`Client::events`]).
+//! - [`raw`]: raw HTTP/1.1 on a TCP socket, for requests no client library would send.
 //! - [`prometheus`]: a strict parser of `/metrics`.
 //! - Small helpers: [`pull_all`], [`snapshot`], [`core_fields`], [`now_ms`], [`free_ports`], [`wait_until`],
 //!   [`follow_changes`].
@@ -36,6 +37,7 @@
 pub mod files;
 pub mod pg;
 pub mod prometheus;
+pub mod raw;
 pub mod sse;
 
 pub use files::FileServer;
