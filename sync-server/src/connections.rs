@@ -116,7 +116,11 @@ impl<S> StalledWrite<S> {
 
     /// After a write returned `outcome`: stop the clock on progress, start it (or check it)
     /// on a full buffer.
-    fn check<T>(&mut self, cx: &mut Context<'_>, outcome: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         if outcome.is_ready() {
             self.stalled = None;
             return outcome;

@@ -72,14 +72,20 @@ pub fn read_reply(stream: &mut TcpStream, timeout: Duration) -> RawReply {
         if left.is_zero() {
             break;
         }
-        stream.set_read_timeout(Some(left)).expect("setting a timeout");
+        stream
+            .set_read_timeout(Some(left))
+            .expect("setting a timeout");
         match stream.read(&mut buffer) {
             Ok(0) => {
                 closed = true;
                 break;
             }
             Ok(n) => bytes.extend_from_slice(&buffer[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => {
                 closed = true;
                 break;
@@ -87,10 +93,15 @@ pub fn read_reply(stream: &mut TcpStream, timeout: Duration) -> RawReply {
         }
     }
     let (head, body) = match find(&bytes, b"\r\n\r\n") {
-        Some(end) => (
-            String::from_utf8_lossy(&bytes[..end]).into_owned(),
-            bytes[end + 4..].to_vec(),
-        ),
+        Some(end) => {
+            let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+            let mut body = bytes[end + 4..].to_vec();
+            // Whatever followed (a next answer on the same connection) is not this body.
+            if let Some(length) = content_length(&head) {
+                body.truncate(length);
+            }
+            (head, body)
+        }
         None => (String::from_utf8_lossy(&bytes).into_owned(), Vec::new()),
     };
     let status = head

@@ -252,7 +252,10 @@ fn a_crash_loop_of_20_kill_9s_under_concurrent_pushes_loses_nothing_and_replicas
             assert_eq!(object["seq"].as_u64(), Some(*seq), "{id} changed seq");
             assert_eq!(&object["data"], data, "{id} changed data");
         }
-        let (seq, data) = acks.head.as_ref().expect("every writer got acknowledgements");
+        let (seq, data) = acks
+            .head
+            .as_ref()
+            .expect("every writer got acknowledgements");
         let head = stored[format!("w{writer}-head").as_str()];
         assert_eq!(
             (head["seq"].as_u64(), &head["data"]),
@@ -342,7 +345,10 @@ impl Drop for Tmpfs {
             .is_ok_and(|s| s.success());
         if !unmounted {
             // Something still holds a file open: detach it now, it goes when released.
-            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
         }
     }
 }
@@ -419,7 +425,11 @@ fn a_full_disk_sqlite_only_is_507_reads_keep_working_and_writes_resume_when_spac
         for (id, data) in acked {
             assert_eq!(stored.get(id.as_str()), Some(&data), "acknowledged {id}");
         }
-        assert_eq!(stored.len(), acked.len(), "a refused write left something behind");
+        assert_eq!(
+            stored.len(),
+            acked.len(),
+            "a refused write left something behind"
+        );
     };
     check(&alice, &acked);
     alice.get("/v1/data/notes/~").expect(200);
@@ -472,7 +482,11 @@ fn spawn_slowloris(url: String, n: usize, limit: Duration) -> JoinHandle<CutOff>
     std::thread::spawn(move || {
         let mut stream = raw::send(
             &url,
-            format!("GET /v1/info HTTP/1.1\r\nHost: {}\r\n", raw::authority(&url)).as_bytes(),
+            format!(
+                "GET /v1/info HTTP/1.1\r\nHost: {}\r\n",
+                raw::authority(&url)
+            )
+            .as_bytes(),
         );
         let deadline = Instant::now() + limit;
         for line in 0.. {
@@ -575,7 +589,11 @@ fn slow_and_dead_clients_are_cut_off_by_timeouts_while_everyone_else_is_served()
         alice.push("notes", "big", &batch).expect(200);
     }
     alice
-        .push("notes", "small", &json!({"objects": [{"id": "a", "data": 1}]}))
+        .push(
+            "notes",
+            "small",
+            &json!({"objects": [{"id": "a", "data": 1}]}),
+        )
         .expect(200);
 
     // 56 connections that stop making progress, each in its own way.
@@ -599,8 +617,12 @@ fn slow_and_dead_clients_are_cut_off_by_timeouts_while_everyone_else_is_served()
     // Meanwhile everyone else is served as usual.
     let bob = Client::new(&url, Some("bob"));
     bob.get("/v1/info").expect(200);
-    bob.push("notes", "mine", &json!({"objects": [{"id": "x", "data": 2}]}))
-        .expect(200);
+    bob.push(
+        "notes",
+        "mine",
+        &json!({"objects": [{"id": "x", "data": 2}]}),
+    )
+    .expect(200);
     assert_eq!(
         bob.pull("notes", "mine", 0, "").expect(200)["objects"][0]["data"],
         2
@@ -652,7 +674,10 @@ fn slow_and_dead_clients_are_cut_off_by_timeouts_while_everyone_else_is_served()
             reply.closed,
             "an event stream that was never read is closed"
         );
-        assert!(reply.body.len() < big_bytes, "it did not get the whole backlog");
+        assert!(
+            reply.body.len() < big_bytes,
+            "it did not get the whole backlog"
+        );
     }
     assert_eq!(
         alice.pull("notes", "small", 0, "").expect(200)["objects"]
