@@ -112,8 +112,9 @@ pub struct Config {
 
     /// A client must send a request's whole head (request line and headers) within this, or
     /// its connection is closed (slowloris). Also how long an idle keep-alive connection stays
-    /// open.
-    #[arg(long, env = "TIDEMARK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// open. hyper's timer also runs while an answer is stuck on a client that does not
+    /// read, so such a client is cut off after this or `--write-timeout`, whichever is shorter.
+    #[arg(long, env = "TIDEMARK_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
     /// The longest wait for the next piece of a request body; a body that stalls for longer

@@ -7,7 +7,8 @@
 //! a flag:
 //!
 //! - `--header-read-timeout`: hyper's own; the whole request head must arrive within it, and
-//!   an idle keep-alive connection is closed after it.
+//!   an idle keep-alive connection is closed after it. (Observed: its timer also runs while
+//!   an answer is stuck on a client that does not read, so that too is cut off after it.)
 //! - `--body-timeout`: tower-http's `RequestBodyTimeoutLayer` (in `routes`); the longest wait
 //!   for the next piece of a request body. The answer is `408`.
 //! - `--write-timeout`: [`StalledWrite`] around the socket; the longest a write may wait for
