@@ -63,9 +63,17 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read);
-    let mut shutdown = std::pin::pin!(shutdown);
+    // The shutdown future runs on its own task from the start (as in `axum::serve`): a
+    // signal handler it installs must be in place before the first connection is taken.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
     loop {
         let (socket, peer) = tokio::select! {
+            biased;
+            _ = stopped.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -74,7 +82,6 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
         };
         let Ok(service) = make_service.call(peer).await;
         let io = TokioIo::new(StalledWrite::new(socket, timeouts.write));
