@@ -5,8 +5,11 @@
 //! pull page a string copy instead of a re-serialisation.
 
 use alloc::boxed::Box;
-use alloc::string::String;
+use alloc::collections::BTreeSet;
+use alloc::string::{String, ToString};
+use core::cell::Cell;
 use core::fmt;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -23,20 +26,54 @@ pub struct JsonData(String);
 /// Why a piece of text is not acceptable as `data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonDataError {
-    /// Not JSON at all.
+    /// Not JSON at all, or a string with a `\u` escape of a lone surrogate (which no UTF-8
+    /// text can hold).
     Syntax,
     /// Arrays or objects nested deeper than [`MAX_DEPTH`].
     TooDeep,
+    /// One JSON object has the same key twice (parsers disagree on which one wins).
+    DuplicateKey,
+    /// A number beyond the range of a 64-bit float (`1e400`, ten thousand digits): no
+    /// JavaScript client could read it back.
+    NumberOutOfRange,
+}
+
+impl JsonDataError {
+    /// A sentence for the error answer, after the field name.
+    pub fn message(&self) -> &'static str {
+        match self {
+            JsonDataError::Syntax => "is not valid JSON",
+            JsonDataError::TooDeep => "is nested too deeply",
+            JsonDataError::DuplicateKey => "has an object with the same key twice",
+            JsonDataError::NumberOutOfRange => "has a number beyond the range of a 64-bit float",
+        }
+    }
 }
 
 impl JsonData {
-    /// Checks that `text` is one JSON value no deeper than [`MAX_DEPTH`].
+    /// Checks that `text` is one JSON value no deeper than [`MAX_DEPTH`], with no duplicate
+    /// keys, no lone surrogates and no number out of a double's range.
     pub fn parse(text: &str) -> Result<JsonData, JsonDataError> {
-        // Depth first: it is a cheap linear scan, and it keeps deep input away from any parser.
+        // Depth first: it is a cheap linear scan, and it keeps deep input away from any parser
+        // (the check below recurses, at most MAX_DEPTH levels).
         if nesting_depth(text) > MAX_DEPTH {
             return Err(JsonDataError::TooDeep);
         }
-        serde_json::from_str::<&RawValue>(text).map_err(|_| JsonDataError::Syntax)?;
+        let found = Cell::new(None);
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let checked = Check(&found)
+            .deserialize(&mut deserializer)
+            .and_then(|()| deserializer.end());
+        if let Err(e) = checked {
+            return Err(found.take().unwrap_or_else(|| {
+                // serde_json's own wording for a number that overflows a double.
+                if e.to_string().starts_with("number out of range") {
+                    JsonDataError::NumberOutOfRange
+                } else {
+                    JsonDataError::Syntax
+                }
+            }));
+        }
         Ok(JsonData(String::from(text.trim())))
     }
 
@@ -82,10 +119,74 @@ impl Serialize for JsonData {
 impl<'de> Deserialize<'de> for JsonData {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw: Box<RawValue> = Deserialize::deserialize(deserializer)?;
-        JsonData::parse(raw.get()).map_err(|e| match e {
-            JsonDataError::TooDeep => serde::de::Error::custom("data is nested too deeply"),
-            JsonDataError::Syntax => serde::de::Error::custom("data is not JSON"),
-        })
+        JsonData::parse(raw.get())
+            .map_err(|e| serde::de::Error::custom(format_args!("data {}", e.message())))
+    }
+}
+
+/// Walks one JSON value without keeping it, and refuses what a plain parse lets through:
+/// `serde_json`'s `RawValue` skips over strings without decoding their escapes and over
+/// objects without looking at their keys. The first problem of our own is left in the cell.
+///
+/// Hand-written because no parser option does this: `serde_json::Value` keeps the last of two
+/// equal keys silently.
+struct Check<'a>(&'a Cell<Option<JsonDataError>>);
+
+impl<'de> DeserializeSeed<'de> for Check<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    // Reaching a string at all means its escapes decoded to valid Unicode.
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Check(self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys = BTreeSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key) {
+                self.0.set(Some(JsonDataError::DuplicateKey));
+                return Err(de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(Check(self.0))?;
+        }
+        Ok(())
     }
 }
 
@@ -125,7 +226,6 @@ pub fn nesting_depth(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::string::ToString;
 
     #[test]
     fn depth_ignores_brackets_inside_strings() {
@@ -150,6 +250,54 @@ mod tests {
         );
         assert_eq!(JsonData::parse("{a:1}"), Err(JsonDataError::Syntax));
         assert_eq!(JsonData::parse(""), Err(JsonDataError::Syntax));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert_eq!(
+            JsonData::parse(r#"{"a":1,"a":2}"#),
+            Err(JsonDataError::DuplicateKey)
+        );
+        assert_eq!(
+            JsonData::parse(r#"[{"x":{"b":1,"c":[{"b":1,"b":1}]}}]"#),
+            Err(JsonDataError::DuplicateKey)
+        );
+        // Equal after decoding escapes is equal.
+        assert_eq!(
+            JsonData::parse(r#"{"a":1,"\u0061":2}"#),
+            Err(JsonDataError::DuplicateKey)
+        );
+        assert!(JsonData::parse(r#"{"a":{"a":1},"b":{"a":2}}"#).is_ok());
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused_and_pairs_and_nul_are_fine() {
+        for lone in [
+            r#""\ud800""#,
+            r#""\udc00x""#,
+            r#"{"\ud83d":1}"#,
+            r#""\ud83d\u0041""#,
+        ] {
+            assert_eq!(JsonData::parse(lone), Err(JsonDataError::Syntax), "{lone}");
+        }
+        assert!(JsonData::parse(r#""\ud83d\ude00""#).is_ok());
+        assert!(JsonData::parse(r#"{"nul":"a\u0000b"}"#).is_ok());
+        // A raw control character inside a string is not JSON.
+        assert_eq!(JsonData::parse("\"a\u{0}b\""), Err(JsonDataError::Syntax));
+    }
+
+    #[test]
+    fn numbers_beyond_a_double_are_refused() {
+        let huge = "9".repeat(10_000);
+        assert_eq!(JsonData::parse(&huge), Err(JsonDataError::NumberOutOfRange));
+        assert_eq!(
+            JsonData::parse("[1e400]"),
+            Err(JsonDataError::NumberOutOfRange)
+        );
+        // Long but in range: kept as sent, digits and all.
+        let long = alloc::format!("0.{}1", "0".repeat(10_000));
+        assert_eq!(JsonData::parse(&long).unwrap().as_str(), long);
+        assert!(JsonData::parse("123456789012345678901234567890").is_ok());
     }
 
     #[test]

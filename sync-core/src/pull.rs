@@ -29,6 +29,14 @@ pub struct PullQuery {
     pub horizon: Option<u64>,
 }
 
+/// A decimal integer written with digits only: `u64::from_str` also takes a leading `+`.
+fn parse_digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 impl PullQuery {
     /// Validates decoded query pairs. Unknown keys are ignored, as browsers and proxies add
     /// cache-busters; repeated `type`/`exclude` keys accumulate.
@@ -48,22 +56,38 @@ impl PullQuery {
             limit: limits.max_pull_limit,
             ..PullQuery::default()
         };
+        let mut seen = (false, false, false);
         for (key, value) in pairs {
+            // A repeated parameter is refused rather than letting the last one win: a proxy or
+            // a cache in front of us might read the first.
+            let repeated = match key {
+                "since" => core::mem::replace(&mut seen.0, true),
+                "limit" => core::mem::replace(&mut seen.1, true),
+                "horizon" => core::mem::replace(&mut seen.2, true),
+                _ => false,
+            };
+            if repeated {
+                bad(key, "must be given at most once".to_string());
+                continue;
+            }
             match key {
-                "since" => match value.parse::<u64>() {
-                    Ok(v) => query.since = v,
-                    Err(_) => bad("since", "must be a non-negative integer".to_string()),
+                "since" => match parse_digits(value) {
+                    Some(v) => query.since = v,
+                    None => bad("since", "must be a non-negative integer".to_string()),
                 },
-                "limit" => match value.parse::<usize>() {
-                    Ok(0) | Err(_) => bad(
+                "limit" => match parse_digits(value) {
+                    Some(0) | None => bad(
                         "limit",
                         format!("must be an integer from 1 to {}", limits.max_pull_limit),
                     ),
-                    Ok(v) => query.limit = v.min(limits.max_pull_limit),
+                    Some(v) => {
+                        query.limit = usize::try_from(v)
+                            .map_or(limits.max_pull_limit, |v| v.min(limits.max_pull_limit))
+                    }
                 },
-                "horizon" => match value.parse::<u64>() {
-                    Ok(v) => query.horizon = Some(v),
-                    Err(_) => bad("horizon", "must be a non-negative integer".to_string()),
+                "horizon" => match parse_digits(value) {
+                    Some(v) => query.horizon = Some(v),
+                    None => bad("horizon", "must be a non-negative integer".to_string()),
                 },
                 "type" => query.types.push(value.to_string()),
                 "exclude" => query.exclude.push(value.to_string()),

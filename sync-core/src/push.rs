@@ -5,7 +5,7 @@
 //! every problem is reported with the object's index and the field's name, all at once.
 
 use crate::error::Detail;
-use crate::json::{JsonData, JsonDataError};
+use crate::json::JsonData;
 use crate::names;
 use crate::object::{write_decimal, write_json_string, Object};
 use alloc::collections::BTreeSet;
@@ -311,12 +311,8 @@ impl PushRequest {
                     }
                     Some(raw_data) => match JsonData::parse(raw_data.get()) {
                         Ok(data) => Some(Change::Put { data, expires }),
-                        Err(JsonDataError::TooDeep) => {
-                            problems.add(at, "data", "is nested too deeply");
-                            None
-                        }
-                        Err(JsonDataError::Syntax) => {
-                            problems.add(at, "data", "is not valid JSON");
+                        Err(e) => {
+                            problems.add(at, "data", e.message());
                             None
                         }
                     },

@@ -148,6 +148,24 @@ pub struct Config {
     #[arg(long, env = "TIDEMARK_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// A client must send a request's whole head (request line and headers) within this, or
+    /// its connection is closed (slowloris). Also how long an idle keep-alive connection stays
+    /// open. hyper's timer also runs while an answer is stuck on a client that does not
+    /// read, so such a client is cut off after this or `--write-timeout`, whichever is shorter.
+    #[arg(long, env = "TIDEMARK_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// The longest wait for the next piece of a request body; a body that stalls for longer
+    /// is answered 408.
+    #[arg(long, env = "TIDEMARK_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// The longest a write to a client may wait for it to read (a full socket buffer); the
+    /// connection is then dropped. Cuts off a reader that never reads a big answer or an event
+    /// stream.
+    #[arg(long, env = "TIDEMARK_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
     /// The polling interval suggested to clients in `X-Sync-Poll-Time`.
     #[arg(long, env = "TIDEMARK_POLL_TIME", default_value = "60s", value_parser = humantime::parse_duration)]
     pub poll_time: Duration,

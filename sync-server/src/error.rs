@@ -50,6 +50,8 @@ pub enum ApiError {
         usage: Usage,
         quota: Quota,
     },
+    /// 408: the request body stalled for longer than `--body-timeout`.
+    BodyTimeout,
     /// 503: the store cannot serve right now.
     Unavailable(String),
     /// 507: out of disk.
@@ -69,6 +71,23 @@ impl ApiError {
                 message: message.into(),
             }],
         }
+    }
+}
+
+/// Why reading a request body failed: over `limit` bytes (413), stalled (408), or broken
+/// (400). Both errors may sit several layers down the source chain.
+pub fn body_read_error(e: &axum::Error, too_large: impl FnOnce() -> String) -> ApiError {
+    let mut causes = std::iter::successors(std::error::Error::source(e), |s| s.source());
+    let cause = causes.find(|s| {
+        s.is::<http_body_util::LengthLimitError>() || s.is::<tower_http::timeout::TimeoutError>()
+    });
+    match cause {
+        Some(c) if c.is::<http_body_util::LengthLimitError>() => ApiError::TooLarge(too_large()),
+        Some(_) => ApiError::BodyTimeout,
+        None => ApiError::Invalid {
+            message: format!("the body could not be read: {e}"),
+            details: vec![],
+        },
     }
 }
 
@@ -212,6 +231,13 @@ impl IntoResponse for ApiError {
                 });
                 return json_response(StatusCode::INSUFFICIENT_STORAGE, &body);
             }
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    "the request body stalled for longer than the server waits; nothing was written",
+                ),
+            ),
             ApiError::InsufficientStorage => (
                 StatusCode::INSUFFICIENT_STORAGE,
                 ErrorBody::new(

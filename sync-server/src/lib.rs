@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: flags and environment variables ([`config::Config`]).
+//! - [`connections`]: the accept loop, with the timeouts that cut off slow or dead clients.
 //! - [`auth`]: bearer tokens to user ids ([`auth::Caller`]).
 //! - [`error`]: [`error::ApiError`], the one error type, and the middleware that gives every
 //!   error answer the contract's JSON shape.
@@ -21,6 +22,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod live;
 pub mod metrics;
@@ -159,11 +161,13 @@ pub async fn serve(
         shutdown.await;
         let _ = begin_shutdown.send(true);
     };
-    // The peer address is what the per-IP rate limit counts (without a trusted proxy).
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // The peer address is what the per-IP rate limit counts (without a trusted proxy):
+    // `connections::serve` gives every request its `ConnectInfo<SocketAddr>`.
+    let timeouts = connections::Timeouts {
+        header_read: config.header_read_timeout,
+        write: config.write_timeout,
+    };
+    connections::serve(listener, app(state), timeouts, shutdown).await;
     sweeper.abort();
     forget_idle.abort();
     presence_tasks.iter().for_each(|task| task.abort());

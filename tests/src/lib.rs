@@ -29,6 +29,7 @@
 //! - [`pg`]: the backend switch, per-server schemas, a proxy that cuts one node off from the
 //!   database, and control of the machine's PostgreSQL cluster.
 //! - [`sse`]: an event-stream client ([`Client::events`]).
+//! - [`raw`]: raw HTTP/1.1 on a TCP socket, for requests no client library would send.
 //! - [`prometheus`]: a strict parser of `/metrics`.
 //! - Small helpers: [`pull_all`], [`snapshot`], [`core_fields`], [`now_ms`], [`free_ports`], [`wait_until`],
 //!   [`follow_changes`].
@@ -36,6 +37,7 @@
 pub mod files;
 pub mod pg;
 pub mod prometheus;
+pub mod raw;
 pub mod sse;
 
 pub use files::FileServer;
@@ -109,7 +111,27 @@ fn workspace_root() -> PathBuf {
 fn build_binary(package: &str, bin: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = workspace_root();
-    let output = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // `cargo test` gives the test process its package's variables (`CARGO_MANIFEST_DIR`,
+    // `CARGO_PKG_*`...). Build scripts that watch them (ring's does) would see a change from
+    // a plain `cargo build` and rebuild half the tree; the nested build must not inherit them.
+    const SET_BY_CARGO_TEST: [&str; 8] = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "CARGO_CFG_",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if SET_BY_CARGO_TEST.iter().any(|p| name.starts_with(p)) {
+            command.env_remove(name);
+        }
+    }
+    let output = command
         .args([
             "build",
             "-p",
@@ -165,6 +187,8 @@ pub struct Server {
     child: Option<Child>,
     url: String,
     dir: tempfile::TempDir,
+    /// The SQLite data directory, when the test chose it (else `<dir>/data`).
+    data: Option<PathBuf>,
     storage: Storage,
     args: Vec<String>,
     starts: u32,
@@ -198,6 +222,13 @@ impl Server {
             },
         };
         Server::launch(storage, args)
+    }
+
+    /// Starts a server on SQLite, whatever the environment says, with its data in `data` (for
+    /// example on a file system the test mounted).
+    pub fn start_sqlite_in(data: &Path, args: &[&str]) -> Server {
+        Server::try_launch_in(Storage::Sqlite, Some(data.to_path_buf()), args)
+            .unwrap_or_else(|why| panic!("{why}"))
     }
 
     /// Starts a server on PostgreSQL in `schema` (for example [`Schema::named`]).
@@ -240,6 +271,14 @@ impl Server {
     }
 
     fn try_launch(storage: Storage, args: &[&str]) -> Result<Server, String> {
+        Server::try_launch_in(storage, None, args)
+    }
+
+    fn try_launch_in(
+        storage: Storage,
+        data: Option<PathBuf>,
+        args: &[&str],
+    ) -> Result<Server, String> {
         let dir = tempfile::Builder::new()
             .prefix("tidemark-e2e-")
             .tempdir()
@@ -248,6 +287,7 @@ impl Server {
             child: None,
             url: String::new(),
             dir,
+            data,
             storage,
             args: args.iter().map(|a| a.to_string()).collect(),
             starts: 0,
@@ -279,7 +319,9 @@ impl Server {
 
     /// The server's SQLite data directory (it survives restarts; unused on PostgreSQL).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// The process id of the running server.

@@ -34,7 +34,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::auth::{Caller, StreamCaller};
-use crate::error::{json_response, ApiError};
+use crate::error::{body_read_error, json_response, ApiError};
 use crate::presence::{Answer, ChannelKey, Now, ParticipantKey, Peer, PresenceError, Subscription};
 use crate::AppState;
 
@@ -185,19 +185,12 @@ async fn exchange(
     let key = channel_key(app, channel)?;
     let limit = state.presence.limits().max_state_bytes + BODY_SLACK;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let over_limit = std::iter::successors(std::error::Error::source(&e), |s| s.source())
-            .any(|s| s.is::<http_body_util::LengthLimitError>());
-        if over_limit {
-            ApiError::TooLarge(format!(
+        body_read_error(&e, || {
+            format!(
                 "the body is over {limit} bytes (the state may have at most {})",
                 state.presence.limits().max_state_bytes
-            ))
-        } else {
-            ApiError::Invalid {
-                message: format!("the body could not be read: {e}"),
-                details: vec![],
-            }
-        }
+            )
+        })
     })?;
     let body: ExchangeBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid {
         message: format!(

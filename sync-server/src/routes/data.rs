@@ -13,7 +13,7 @@ use sync_core::memory_store::PushOutcome;
 use sync_core::{Head, PullQuery, PushRequest};
 
 use crate::auth::Caller;
-use crate::error::{json_response, json_text_response, ApiError};
+use crate::error::{body_read_error, json_response, json_text_response, ApiError};
 use crate::routes::access::{authorize, owner_in_path, Need};
 use crate::store::{now_ms, PushContext, PushReply};
 use crate::AppState;
@@ -127,20 +127,9 @@ async fn push(
 ) -> Result<Response, ApiError> {
     let (key, role) = authorize(&state, &caller, path, Need::Push).await?;
     let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
-        // The limit error may sit several layers down the source chain.
-        let over_limit = std::iter::successors(std::error::Error::source(&e), |s| s.source())
-            .any(|s| s.is::<http_body_util::LengthLimitError>());
-        if over_limit {
-            ApiError::TooLarge(format!(
-                "the body is over {} bytes",
-                state.limits.max_body_bytes
-            ))
-        } else {
-            ApiError::Invalid {
-                message: format!("the body could not be read: {e}"),
-                details: vec![],
-            }
-        }
+        body_read_error(&e, || {
+            format!("the body is over {} bytes", state.limits.max_body_bytes)
+        })
     })?;
     let request = PushRequest::parse(&bytes, &state.limits)?;
     let context = PushContext {

@@ -16,7 +16,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ensure_json_errors;
@@ -28,7 +28,7 @@ const EXPOSED: [&str; 4] = ["backoff", "retry-after", "x-sync-poll-time", "etag"
 /// All routes with their layers, outermost first: CORS (so that even errors carry the
 /// headers a browser needs to read them), the request id (set, and echoed in the answer), the
 /// JSON error shape, tracing (one span per request, carrying its id), panic catching, the
-/// request timeout, and the body limit. Metrics are recorded per matched route.
+/// request timeout, the body timeout (a stalled upload) and the body limit. Metrics are recorded per matched route.
 pub fn router(state: AppState) -> Router {
     // Install the metrics recorder now, so that requests before the first scrape count.
     crate::metrics::handle();
@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(state.config.body_timeout))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.request_timeout))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {

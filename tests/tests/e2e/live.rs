@@ -447,7 +447,18 @@ fn open_streams(server: &Server) -> f64 {
 #[test]
 fn a_subscriber_that_stops_reading_is_cut_off_and_server_memory_stays_bounded() {
     let started = Instant::now();
-    let server = Server::start(&["--live-buffer", "64"]);
+    // The connection timeouts would also cut the stuck subscriber off (`faults` tests that:
+    // the write timeout, and hyper's header timer, which also runs while an answer is stuck
+    // on a client that does not read); here they are made long, so that what is tested is
+    // the live buffer's bound.
+    let server = Server::start(&[
+        "--live-buffer",
+        "64",
+        "--write-timeout",
+        "10m",
+        "--header-read-timeout",
+        "10m",
+    ]);
     let alice = server.client("alice");
 
     // Reads the answer's head, then nothing.

@@ -3,7 +3,8 @@
 //!
 //! The same tests run on SQLite (the default) and on PostgreSQL with
 //! `TIDEMARK_TEST_BACKEND=postgres`. Backend-specific: `scale_out` always runs on PostgreSQL;
-//! `durability`'s SIGTERM test checks the SQLite write-ahead log only on SQLite. Restarting
+//! `durability`'s SIGTERM test checks the SQLite write-ahead log only on SQLite; `faults`'
+//! full-disk test always runs on SQLite. Restarting
 //! PostgreSQL itself is a separate binary (`tests/pg_restart.rs`), run alone.
 //!
 //! One test binary with a module per concern, so that the suite links once:
@@ -15,6 +16,10 @@
 //! - `auth`: JWT mode and the dev mode's loopback guard.
 //! - `cors`: preflights, the allow-list and `*`.
 //! - `durability`: `kill -9` and SIGTERM under concurrent writers.
+//! - `faults`: a crash loop of 20 `kill -9`s under load, a full disk (SQLite only, always
+//!   on SQLite), and slow or dead clients cut off by timeouts.
+//! - `hostile_input`: hostile JSON, names, sizes and lying headers, each a clear 4xx with
+//!   the data intact and the server's memory bounded.
 //! - `model`: random histories, the server against `sync_core`'s reference store.
 //! - `live`: event streams: catch-up, resume, heartbeats, resets, reconnects, back-pressure.
 //! - `jwks`: RS256/ES256 tokens from a JWKS file or URL, and every way a token is refused.
@@ -38,7 +43,9 @@ mod config_file;
 mod contract;
 mod cors;
 mod durability;
+mod faults;
 mod fetch;
+mod hostile_input;
 mod jwks;
 mod lifecycle;
 mod limits;
