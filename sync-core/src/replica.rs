@@ -62,10 +62,12 @@
 //!    conflicts are resolved, and the push is tried again (at most `max_rounds` times).
 //! 4. [`ReplicaEvent::SyncDone`].
 
+use crate::json::{nesting_depth, MAX_DEPTH};
 use crate::memory_store::PushOutcome;
 use crate::names::{self, IdError};
 use crate::object::Object;
 use crate::pull::PullAnswer;
+use crate::push::MAX_EXPIRES_MS;
 use crate::push::{
     Change, ConflictAnswer, ConflictReason, Limits, PushObject, PushOk, PushRequest, ResetAnswer,
 };
@@ -377,6 +379,9 @@ pub enum EditError {
     Id(IdError),
     /// The type is not up to 256 bytes without control characters.
     Type(IdError),
+    /// An edit no server accepts, whatever its limits (see [`check_change`]). Taken in, it
+    /// would be refused with `400` at every cycle and hold back every edit pushed with it.
+    Unpushable(&'static str),
 }
 
 /// Why [`Replica::handle_response`] refused an answer.
@@ -391,6 +396,9 @@ pub enum ResponseError {
 pub enum ResolveError {
     /// No conflict on this id is waiting for a resolution.
     NotAwaiting,
+    /// The merged edit is one no server accepts (see [`check_change`]); the conflict still
+    /// waits.
+    Unpushable(&'static str),
 }
 
 /// One client's replica of one collection. See the [module docs](self) for the call order.
@@ -459,9 +467,9 @@ struct Held {
     paging_horizon: Option<u64>,
     /// What the application receives.
     objects: Vec<Object>,
-    /// Ids met in this page, so that a conflict answer's entry for the same object is not
-    /// decided twice.
-    seen: SortedMap<String, ()>,
+    /// Ids met in this page, with the highest seq met (0: "no such object"), so that a
+    /// conflict answer's entry for the same version is not decided twice.
+    seen: SortedMap<String, u64>,
     /// Manual conflicts not yet resolved, with the server's version.
     unresolved: SortedMap<String, Option<Object>>,
     /// What the cycle does after the page.
@@ -594,6 +602,7 @@ impl Replica {
     ) -> Result<(), EditError> {
         let (id, kind) = (id.into(), kind.into());
         check_names(&id, &kind)?;
+        check_change(&change).map_err(EditError::Unpushable)?;
         match self.pending.get_mut(&id) {
             Some(pending) => {
                 pending.kind = kind;
@@ -620,6 +629,7 @@ impl Replica {
     ) -> Result<(), EditError> {
         let id = id.into();
         check_names(&id, &pending.kind)?;
+        check_change(&pending.change).map_err(EditError::Unpushable)?;
         self.pending.insert(id, pending);
         Ok(())
     }
@@ -688,6 +698,11 @@ impl Replica {
         else {
             return Err(ResolveError::NotAwaiting);
         };
+        if let Resolution::Merged(change) = &resolution {
+            if held.unresolved.contains_key(id) {
+                check_change(change).map_err(ResolveError::Unpushable)?;
+            }
+        }
         let server = held
             .unresolved
             .remove(id)
@@ -917,6 +932,17 @@ impl Replica {
         if answer.more && answer.until <= self.cursor {
             return self.fail(Failure::Protocol("the conflict says more but did not move"));
         }
+        // Each conflict is decided by its id, and the server's version is what is handed over:
+        // a version of another object would be decided against the wrong pending edit.
+        let mismatched = answer
+            .conflicts
+            .iter()
+            .any(|c| c.server.as_ref().is_some_and(|server| server.id != c.id));
+        if mismatched {
+            return self.fail(Failure::Protocol(
+                "a conflict carries the version of another object",
+            ));
+        }
         // `collection_changed` needs nothing but the changes and another try.
         let stale = answer
             .conflicts
@@ -987,7 +1013,11 @@ impl Replica {
             }
         }
         for (id, server) in stale {
-            if held.seen.contains_key(&id) {
+            // Decided in this page already, at this version or a newer one. (A newer one in
+            // the conflict than in `changes` is a server contradicting itself; it is met all
+            // the same, so that the cursor does not pass it.)
+            let met = held.seen.get(&id).copied();
+            if met.is_some_and(|seq| server.as_ref().is_none_or(|o| o.seq <= seq)) {
                 continue;
             }
             // A later page brings it; it is decided there, once.
@@ -1003,9 +1033,14 @@ impl Replica {
     /// for a version from the page itself (new to this replica), false for the server's
     /// version in a `stale_base` conflict (which may be one the replica already has).
     fn meet(&mut self, id: String, server: Option<Object>, in_page: bool, held: &mut Held) {
-        held.seen.insert(id.clone(), ());
+        let seq = server.as_ref().map_or(0, |o| o.seq);
+        let met = held.seen.get(&id).map_or(seq, |&met| met.max(seq));
+        held.seen.insert(id.clone(), met);
         let Some(local) = self.pending.get(&id) else {
-            if in_page {
+            // A conflict's version above the cursor is new to this replica too, even if the
+            // answer's `changes` left it out: the cursor is about to pass it.
+            let new_here = in_page || server.as_ref().is_some_and(|o| o.seq > self.cursor);
+            if new_here {
                 held.objects.extend(server);
             }
             return;
@@ -1146,6 +1181,32 @@ impl Held {
 fn check_names(id: &str, kind: &str) -> Result<(), EditError> {
     names::check_id(id).map_err(EditError::Id)?;
     names::check_type(kind).map_err(EditError::Type)
+}
+
+/// Refuses an edit that the push parser refuses whatever the server's limits, so that it never
+/// becomes a pending edit that fails every push it goes out in:
+///
+/// - data `null`: on the wire a `null` field means the field is absent, so the server reads a
+///   put of `null` as a put without data;
+/// - data nested deeper than [`MAX_DEPTH`] (data made with [`JsonData::from_trusted`] skipped
+///   the check of [`JsonData::parse`]);
+/// - an `expires` after [`MAX_EXPIRES_MS`].
+///
+/// The fuzz target `replica` found the first: a `null` put was taken in and refused by the
+/// server with `400` at every cycle.
+pub fn check_change(change: &Change) -> Result<(), &'static str> {
+    let Change::Put { data, expires } = change else {
+        return Ok(());
+    };
+    if data.as_str() == "null" {
+        Err("data must not be null: on the wire a null data means no data; delete instead")
+    } else if nesting_depth(data.as_str()) > MAX_DEPTH {
+        Err("data is nested too deeply")
+    } else if expires.is_some_and(|at| at > MAX_EXPIRES_MS) {
+        Err("expires must be a unix time in milliseconds before the year 10000")
+    } else {
+        Ok(())
+    }
 }
 
 /// The `base_seq` of an edit made on top of `server`: its seq, or 0 when there is nothing
@@ -1706,6 +1767,192 @@ mod tests {
         assert_eq!(
             r.local_put("b", "a\u{7}", data("1"), 0),
             Err(EditError::Type(IdError::ControlCharacter))
+        );
+    }
+
+    /// Found by the `replica` fuzz target: a `stale_base` conflict carried a server version
+    /// above the cursor that the answer's `changes` left out, for an id with no pending edit;
+    /// the replica dropped it and moved its cursor past it.
+    #[test]
+    fn a_conflicts_version_above_the_cursor_is_handed_over_even_without_a_pending_edit() {
+        let mut r = Replica::new("c", Config::default());
+        r.local_put("a", "", data("1"), 0).unwrap();
+        r.start_sync();
+        let _ = r.poll_request();
+        r.handle_response(Response::Pulled(PullAnswer::page(
+            None,
+            0,
+            0,
+            0,
+            10,
+            vec![],
+        )))
+        .unwrap();
+        let Some(Request::Push(_)) = r.poll_request() else {
+            panic!("expected a push")
+        };
+        let mut theirs = Object::tombstone("z".to_string(), String::new(), 2);
+        theirs.deleted = false;
+        theirs.data = Some(data("2"));
+        r.handle_response(Response::Conflict(ConflictAnswer {
+            error: crate::error::ErrorCode::Conflict,
+            message: String::new(),
+            collection_id: Some("e1".to_string()),
+            until: 2,
+            conflicts: vec![crate::push::Conflict {
+                id: "z".to_string(),
+                reason: ConflictReason::StaleBase,
+                server: Some(theirs.clone()),
+            }],
+            changes: vec![],
+            more: false,
+        }))
+        .unwrap();
+        let received: Vec<Object> = core::iter::from_fn(|| r.poll_event())
+            .filter_map(|event| match event {
+                ReplicaEvent::Received { objects, state } => {
+                    assert_eq!(state.cursor, 2);
+                    Some(objects)
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(received, vec![theirs]);
+    }
+
+    /// Found by the `replica` fuzz target: a conflict on one id carrying the server version of
+    /// another was handed over in place of the pages' versions of that other id.
+    #[test]
+    fn a_conflict_with_the_version_of_another_object_is_refused() {
+        let mut r = Replica::new("c", Config::default());
+        r.local_delete("a", "", 0).unwrap();
+        r.start_sync();
+        let _ = r.poll_request();
+        r.handle_response(Response::Pulled(PullAnswer::page(
+            None,
+            0,
+            0,
+            0,
+            10,
+            vec![],
+        )))
+        .unwrap();
+        let _ = r.poll_request();
+        r.handle_response(Response::Conflict(ConflictAnswer {
+            error: crate::error::ErrorCode::Conflict,
+            message: String::new(),
+            collection_id: None,
+            until: 1,
+            conflicts: vec![crate::push::Conflict {
+                id: "e".to_string(),
+                reason: ConflictReason::StaleBase,
+                server: Some(Object::tombstone("a".to_string(), String::new(), 1)),
+            }],
+            changes: vec![Object::tombstone("a".to_string(), String::new(), 1)],
+            more: false,
+        }))
+        .unwrap();
+        assert_eq!(
+            r.poll_event(),
+            Some(ReplicaEvent::SyncFailed {
+                failure: Failure::Protocol("a conflict carries the version of another object")
+            })
+        );
+        assert_eq!(r.cursor(), 0, "nothing of the answer was taken");
+        assert!(r.pending().contains_key("a"));
+    }
+
+    /// Found by the `replica` fuzz target: a conflict's server version newer than the version
+    /// of the same id in the answer's `changes` was skipped as "already decided", and the
+    /// cursor passed it.
+    #[test]
+    fn a_conflicts_version_newer_than_the_pages_is_not_skipped() {
+        let mut r = Replica::new("c", Config::default());
+        r.local_delete("a", "", 0).unwrap();
+        r.start_sync();
+        let _ = r.poll_request();
+        r.handle_response(Response::Pulled(PullAnswer::page(
+            None,
+            0,
+            0,
+            0,
+            10,
+            vec![],
+        )))
+        .unwrap();
+        let _ = r.poll_request();
+        let tombstone = |id: &str, seq| Object::tombstone(id.to_string(), String::new(), seq);
+        r.handle_response(Response::Conflict(ConflictAnswer {
+            error: crate::error::ErrorCode::Conflict,
+            message: String::new(),
+            collection_id: Some("e1".to_string()),
+            until: 3,
+            conflicts: vec![crate::push::Conflict {
+                id: "d".to_string(),
+                reason: ConflictReason::StaleBase,
+                server: Some(tombstone("d", 3)),
+            }],
+            changes: vec![tombstone("d", 2)],
+            more: false,
+        }))
+        .unwrap();
+        let Some(ReplicaEvent::Received { objects, state }) = r.poll_event() else {
+            panic!("expected the versions")
+        };
+        assert_eq!(objects, vec![tombstone("d", 2), tombstone("d", 3)]);
+        assert_eq!(state.cursor, 3);
+    }
+
+    /// Found by the `replica` fuzz target: a put of `null` went out as `"data":null`, which the
+    /// server reads as no data, so every cycle's push was refused with `400` and the edits
+    /// batched with it never got through.
+    #[test]
+    fn edits_the_server_would_always_refuse_are_refused_up_front() {
+        let mut r = Replica::new("c", Config::default());
+        let unpushable = |result| matches!(result, Err(EditError::Unpushable(_)));
+        assert!(unpushable(r.local_put("a", "", data("null"), 0)));
+        let deep = "[".repeat(65) + &"]".repeat(65);
+        assert!(unpushable(r.local_put(
+            "a",
+            "",
+            JsonData::from_trusted(deep),
+            0
+        )));
+        let late = Change::Put {
+            data: data("1"),
+            expires: Some(MAX_EXPIRES_MS + 1),
+        };
+        assert!(unpushable(r.local_change("a", "", late, 0)));
+        let restored = PendingChange {
+            kind: String::new(),
+            change: put("null"),
+            base_seq: 0,
+        };
+        assert!(matches!(
+            r.add_pending("a", restored),
+            Err(EditError::Unpushable(_))
+        ));
+        assert!(r.pending().is_empty(), "nothing was taken in");
+        // What is left is pushable: the push reads back from its own JSON.
+        r.local_put("b", "", data("[null]"), 0).unwrap();
+        r.start_sync();
+        let _ = r.poll_request();
+        r.handle_response(Response::Pulled(PullAnswer::page(
+            None,
+            0,
+            0,
+            0,
+            10,
+            vec![],
+        )))
+        .unwrap();
+        let Some(Request::Push(push)) = r.poll_request() else {
+            panic!("expected a push")
+        };
+        assert_eq!(
+            PushRequest::parse(push.to_json().as_bytes(), &Limits::default()),
+            Ok(push)
         );
     }
 
