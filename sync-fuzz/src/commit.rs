@@ -137,9 +137,10 @@ impl Case {
             .collection_id
             .as_ref()
             .is_some_and(|cid| head.collection_id.as_ref() != Some(cid));
-        let bad_cursor = self.request.since.is_some_and(|since| {
-            since != 0 && (since > head.last_seq || since < head.horizon)
-        });
+        let bad_cursor = self
+            .request
+            .since
+            .is_some_and(|since| since != 0 && (since > head.last_seq || since < head.horizon));
         wrong_epoch || bad_cursor
     }
 
@@ -160,7 +161,11 @@ impl Case {
             Decision::ResetRequired => assert!(self.must_reset(), "{self:#?}"),
             Decision::Commit { first_seq } => {
                 assert!(!self.must_reset(), "{self:#?}");
-                assert_eq!(*first_seq, self.head.last_seq + 1, "seqs go on from the head");
+                assert_eq!(
+                    *first_seq,
+                    self.head.last_seq + 1,
+                    "seqs go on from the head"
+                );
                 assert!(!(0..n).any(stale), "a stale base was committed: {self:#?}");
                 assert!(
                     !changed || n == 0,
@@ -170,7 +175,10 @@ impl Case {
             Decision::Conflicts(list) => {
                 assert!(!self.must_reset(), "{self:#?}");
                 assert!(!list.is_empty(), "no conflicts must mean a commit");
-                assert!(list.windows(2).all(|w| w[0].0 < w[1].0), "by index, once each");
+                assert!(
+                    list.windows(2).all(|w| w[0].0 < w[1].0),
+                    "by index, once each"
+                );
                 let listed: Vec<usize> = list.iter().map(|(i, _)| *i).collect();
                 for i in 0..n {
                     let expected = if stale(i) {
@@ -180,10 +188,7 @@ impl Case {
                     } else {
                         None
                     };
-                    let got = listed
-                        .iter()
-                        .position(|&at| at == i)
-                        .map(|at| list[at].1);
+                    let got = listed.iter().position(|&at| at == i).map(|at| list[at].1);
                     assert_eq!(got, expected, "object {i}: {self:#?}");
                 }
             }
@@ -222,7 +227,11 @@ impl Case {
     fn check_rows(&self, rows: &[sync_core::Object]) {
         assert_eq!(rows.len(), self.request.objects.len());
         for (i, (row, object)) in rows.iter().zip(&self.request.objects).enumerate() {
-            assert_eq!(row.seq, self.head.last_seq + 1 + i as u64, "contiguous seqs");
+            assert_eq!(
+                row.seq,
+                self.head.last_seq + 1 + i as u64,
+                "contiguous seqs"
+            );
             assert_eq!((&row.id, &row.kind), (&object.id, &object.kind));
             match &object.change {
                 Change::Put { data, expires } => {
@@ -255,7 +264,10 @@ impl Case {
         if since == 0 {
             assert!(answerable, "a pull from 0 needs nothing purged");
         } else if since > head.last_seq {
-            assert!(!answerable, "a cursor from the future is from another epoch");
+            assert!(
+                !answerable,
+                "a cursor from the future is from another epoch"
+            );
         } else if since >= head.horizon {
             assert!(answerable, "every delete after since is still there");
         } else {

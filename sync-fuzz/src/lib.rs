@@ -24,8 +24,11 @@ pub mod input;
 pub mod replica;
 pub mod request;
 
+/// A check: runs one input, panics if a promise is broken.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by the name of their directory under `fuzz/corpus/`, with their check.
-pub const TARGETS: [(&str, fn(&[u8])); 3] = [
+pub const TARGETS: [(&str, Check); 3] = [
     ("request", request::check),
     ("commit", commit::check),
     ("replica", replica::check),

@@ -124,8 +124,12 @@ impl Run {
             let mut answer_owed = Vec::new();
             match u.int_in_range(0u8..=9)? {
                 0 | 1 => {
-                    let (id, kind, change, base) =
-                        (input::id(u)?, input::kind(u)?, input::change(u)?, input::seq(u)?);
+                    let (id, kind, change, base) = (
+                        input::id(u)?,
+                        input::kind(u)?,
+                        input::change(u)?,
+                        input::seq(u)?,
+                    );
                     let refused = check_change(&change).is_err();
                     let result = self.replica.local_change(id, kind, change, base);
                     assert_eq!(result.is_err(), refused, "{result:?}");
@@ -171,7 +175,11 @@ impl Run {
     }
 
     fn check_push(&mut self, push: &PushRequest) {
-        assert_eq!(self.replica.in_flight(), Some(push), "a push is in flight once sent");
+        assert_eq!(
+            self.replica.in_flight(),
+            Some(push),
+            "a push is in flight once sent"
+        );
         let push_id = push.push_id.clone().expect("every push has a push_id");
         if let Some(earlier) = self.pushes.insert(push_id, push.clone()) {
             assert_eq!(&earlier, push, "a push_id is never used for two pushes");
@@ -454,7 +462,10 @@ impl Run {
             ));
             match event {
                 ReplicaEvent::Received { objects, state } => {
-                    assert!(objects.windows(2).all(|w| w[0].seq <= w[1].seq), "seq order");
+                    assert!(
+                        objects.windows(2).all(|w| w[0].seq <= w[1].seq),
+                        "seq order"
+                    );
                     for object in &objects {
                         assert!(
                             !self.replica.pending().contains_key(&object.id),
@@ -469,7 +480,10 @@ impl Run {
                     if state.cursor > self.persisted.cursor {
                         let seqs: BTreeSet<u64> = objects.iter().map(|o| o.seq).collect();
                         let moved = state.cursor - self.persisted.cursor;
-                        assert!(moved <= seqs.len() as u64, "a push moved the cursor over others' seqs");
+                        assert!(
+                            moved <= seqs.len() as u64,
+                            "a push moved the cursor over others' seqs"
+                        );
                         for seq in self.persisted.cursor + 1..=state.cursor {
                             assert!(seqs.contains(&seq), "the cursor passed seq {seq}, not ours");
                         }
@@ -479,7 +493,10 @@ impl Run {
                     }
                     self.persist(state);
                 }
-                ReplicaEvent::Reset { epoch_changed, state } => {
+                ReplicaEvent::Reset {
+                    epoch_changed,
+                    state,
+                } => {
                     assert_eq!(state.cursor, 0);
                     if epoch_changed {
                         assert_eq!(state.collection_id, None);
@@ -519,7 +536,11 @@ impl Run {
             assert!(!self.replica.is_syncing());
             self.outstanding = None;
         }
-        assert_eq!(self.replica.cursor(), self.persisted.cursor, "the cursor was handed over");
+        assert_eq!(
+            self.replica.cursor(),
+            self.persisted.cursor,
+            "the cursor was handed over"
+        );
         assert_eq!(
             self.replica.collection_id(),
             self.persisted.collection_id.as_deref()
@@ -547,7 +568,10 @@ impl Run {
 
     /// Persists an event's state: the cursor moves back only through a reset.
     fn persist(&mut self, state: ReplicaState) {
-        assert!(state.cursor >= self.persisted.cursor, "the cursor went back");
+        assert!(
+            state.cursor >= self.persisted.cursor,
+            "the cursor went back"
+        );
         self.persisted = state;
     }
 }
