@@ -883,8 +883,13 @@ impl Replica {
         // The push said `since = cursor` and was accepted: nothing else was committed in
         // between, so its seqs are exactly the ones after the cursor. A server that ignores
         // `since` answers otherwise; then the cursor stays and the writes are pulled back.
+        // (A cursor at `u64::MAX`, which only a broken server can have led to, has no seqs
+        // after it.)
         let contiguous = request.since == Some(self.cursor)
-            && ok.seqs.iter().copied().eq(self.cursor + 1..=ok.until);
+            && self
+                .cursor
+                .checked_add(1)
+                .is_some_and(|first| ok.seqs.iter().copied().eq(first..=ok.until));
         if contiguous {
             self.cursor = ok.until;
         }
@@ -927,7 +932,7 @@ impl Replica {
     fn on_conflict(&mut self, answer: ConflictAnswer) {
         self.in_flight = None;
         if let Some(cycle) = self.cycle.as_mut() {
-            cycle.rounds += 1;
+            cycle.rounds = cycle.rounds.saturating_add(1);
         }
         if answer.more && answer.until <= self.cursor {
             return self.fail(Failure::Protocol("the conflict says more but did not move"));
@@ -979,7 +984,7 @@ impl Replica {
         let Some(cycle) = self.cycle.as_mut() else {
             return;
         };
-        cycle.rounds += 1;
+        cycle.rounds = cycle.rounds.saturating_add(1);
         if cycle.rounds > self.config.max_rounds {
             let rounds = cycle.rounds;
             self.fail(Failure::Contention { rounds });
@@ -1902,6 +1907,34 @@ mod tests {
         };
         assert_eq!(objects, vec![tombstone("d", 2), tombstone("d", 3)]);
         assert_eq!(state.cursor, 3);
+    }
+
+    /// Found by the `replica` fuzz target: a page whose `until` is `u64::MAX` put the cursor
+    /// there, and the next push answer overflowed the check of its seqs.
+    #[test]
+    fn a_cursor_at_the_end_of_the_seqs_does_not_overflow() {
+        let mut r = Replica::new("c", Config::default());
+        r.local_put("a", "", data("1"), 0).unwrap();
+        r.start_sync();
+        let _ = r.poll_request();
+        let mut end = PullAnswer::page(Some("e1".to_string()), 0, 0, u64::MAX, 10, vec![]);
+        end.until = u64::MAX;
+        r.handle_response(Response::Pulled(end)).unwrap();
+        let Some(Request::Push(_)) = r.poll_request() else {
+            panic!("expected a push")
+        };
+        r.handle_response(Response::Pushed(PushOk {
+            collection_id: "e1".to_string(),
+            seqs: vec![1],
+            until: 1,
+            replayed: false,
+        }))
+        .unwrap();
+        assert_eq!(
+            r.cursor(),
+            u64::MAX,
+            "a push answer that does not fit moves nothing"
+        );
     }
 
     /// Found by the `replica` fuzz target: a put of `null` went out as `"data":null`, which the
