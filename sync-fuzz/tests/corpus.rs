@@ -1,6 +1,9 @@
 //! Replays every input of the committed fuzz corpus (`fuzz/corpus/<target>/`) through the
 //! check its target runs, on stable Rust: what the fuzzers learned stays a regression test.
 //! An empty or missing corpus fails rather than passing vacuously.
+//!
+//! The inputs of the fuzzers' findings live apart, in `fuzz/regressions/<target>/`, where
+//! minimizing the corpus (`cargo fuzz cmin`) cannot drop them; they are replayed too.
 
 use std::fs;
 use std::panic;
@@ -11,19 +14,18 @@ fn replay(target: &str) {
         .iter()
         .find(|(name, _)| *name == target)
         .expect("a known target");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("a readable directory").path())
-        .collect();
-    files.sort();
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let corpus = fuzz.join("corpus").join(target);
+    let mut files = files_in(&corpus);
     assert!(
         !files.is_empty(),
         "{} is empty: run scripts/fuzz.sh",
-        dir.display()
+        corpus.display()
     );
+    let regressions = fuzz.join("regressions").join(target);
+    if regressions.exists() {
+        files.extend(files_in(&regressions));
+    }
     let failing: Vec<&PathBuf> = files
         .iter()
         .filter(|path| {
@@ -38,6 +40,15 @@ fn replay(target: &str) {
         failing.len(),
         files.len()
     );
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("a readable directory").path())
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
