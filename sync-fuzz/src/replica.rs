@@ -433,7 +433,12 @@ impl Run {
     /// The application reloads: the replica comes back from what was persisted, with the
     /// pending edits from storage. An answer still out is lost.
     fn restart(&mut self) {
-        let pending = self.replica.pending().clone();
+        let pending: Vec<(String, PendingChange)> = self
+            .replica
+            .pending()
+            .iter()
+            .map(|(id, change)| (id.clone(), change.clone()))
+            .collect();
         self.replica = Replica::restore(self.persisted.clone(), self.replica.config().clone());
         for (id, change) in pending {
             self.replica.add_pending(id, change).expect("valid names");
