@@ -36,6 +36,7 @@ use answer::Sent;
 use convert::Bad;
 use js::{get, object, set};
 use sync_core::names;
+use sync_core::replica::{EditError, ResolveError};
 use sync_core::{
     Config, ConflictOutcome, ConflictPolicy, Failure, ReplicaEvent, Request, Resolution,
 };
@@ -107,9 +108,14 @@ pub fn open_replica(
     }
     for item in js_sys::Array::from(&pending).iter() {
         let (id, change) = convert::read_pending(&item).map_err(error)?;
-        replica
-            .add_pending(id, change)
-            .map_err(|_| error(Bad("a pending object has an invalid id or type")))?;
+        replica.add_pending(id, change).map_err(|e| {
+            error(Bad(match e {
+                EditError::Unpushable(why) => why,
+                EditError::Id(_) | EditError::Type(_) => {
+                    "a pending object has an invalid id or type"
+                }
+            }))
+        })?;
     }
     Ok(SyncReplica {
         replica,
@@ -270,9 +276,12 @@ impl SyncReplica {
             "local" => Resolution::KeepLocal,
             _ => Resolution::Merged(convert::read_merged(&merged).map_err(error)?),
         };
-        self.replica
-            .resolve(id, resolution)
-            .map_err(|_| error(Bad("the conflict was not waiting for a resolution")))
+        self.replica.resolve(id, resolution).map_err(|e| {
+            error(Bad(match e {
+                ResolveError::Unpushable(why) => why,
+                ResolveError::NotAwaiting => "the conflict was not waiting for a resolution",
+            }))
+        })
     }
 
     /// The pending edit of `id` as it now stands (`{id, type, data?, deleted?, baseSeq}`), or
