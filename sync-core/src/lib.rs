@@ -18,6 +18,8 @@
 //! - [`commit`]: the commit decision, a pure function of the collection head and the batch.
 //! - [`horizon`]: expiry, tombstone retention and how the horizon moves.
 //! - [`hash`]: the content hash of an object's data.
+//! - [`blob`]: content-addressed blobs: their names, and how an object's data refers to them.
+//! - [`mirror`]: what a mirror decides: append a pulled page, or resync; has its copy drifted.
 //! - [`replica`]: [`Replica`], the client-side state machine: the cursor, the pending queue of
 //!   local edits and the in-flight push; inputs are local edits, `start_sync`,
 //!   `handle_response` and `resolve`, outputs are `poll_request` and `poll_event`.
@@ -45,12 +47,14 @@
 extern crate alloc;
 
 pub mod acl;
+pub mod blob;
 pub mod commit;
 pub mod error;
 pub mod hash;
 pub mod horizon;
 pub mod json;
 pub mod memory_store;
+pub mod mirror;
 pub mod names;
 pub mod object;
 pub mod pull;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use sync_core::quota::Quota;
 use sync_core::Limits;
 
+use crate::mirror::MirrorSpec;
 use crate::presence::PresenceLimits;
 
 /// Tidemark's sync server.
@@ -143,6 +144,38 @@ pub struct Config {
     /// the header: otherwise any client could pick its own address.
     #[arg(long, env = "TIDEMARK_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+
+    /// The largest blob (`PUT …/blobs/{sha256}`), in bytes; larger uploads get 413.
+    #[arg(long, env = "TIDEMARK_MAX_BLOB_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_blob_bytes: usize,
+
+    /// How long a blob that no live object refers to is kept before the sweeper deletes it
+    /// (time for the object that will refer to a fresh upload to be pushed, and for clients
+    /// still holding an older version to fetch it).
+    #[arg(long, env = "TIDEMARK_BLOB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub blob_retention: Duration,
+
+    /// A collection to follow on an upstream server (repeatable; comma-separated in the
+    /// environment variable): `upstream=<base URL>;app=<app>;owner=<owner>;collection=<name>`
+    /// and optionally `;token=<bearer token>`. The copy keeps the upstream's seqs and
+    /// `collection_id` and is read-only here.
+    #[arg(
+        long = "mirror",
+        env = "TIDEMARK_MIRRORS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub mirrors: Vec<MirrorSpec>,
+
+    /// How often a mirror polls an upstream that offers no live events (or whose event stream
+    /// cannot be opened), and how long it waits before retrying a failed pull.
+    #[arg(long, env = "TIDEMARK_MIRROR_POLL_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub mirror_poll_interval: Duration,
+
+    /// How often a mirror compares its whole copy with the upstream's (ids, seqs and hashes)
+    /// and repairs any drift.
+    #[arg(long, env = "TIDEMARK_MIRROR_RECONCILE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub mirror_reconcile_interval: Duration,
 
     /// A request that takes longer than this is answered 408.
     #[arg(long, env = "TIDEMARK_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -415,6 +448,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("no_such_setting"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mirrors_come_from_flags_or_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("tidemark-mirrors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tidemark.toml");
+        std::fs::write(
+            &file,
+            "mirror = [\"upstream=http://a:1;app=x;owner=o;collection=c;token=t\", \"upstream=http://b:2;app=x;owner=o;collection=d\"]\nmirror-poll-interval = \"5s\"\n",
+        )
+        .unwrap();
+        let config = load(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(config.mirrors.len(), 2);
+        assert_eq!(
+            config.mirrors[0].collection_url(),
+            "http://a:1/v1/data/x/o/c"
+        );
+        assert_eq!(config.mirrors[1].token, None);
+        assert_eq!(config.mirror_poll_interval, Duration::from_secs(5));
+        assert!(load(&["--mirror", "upstream=http://a;app=x"]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

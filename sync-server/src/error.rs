@@ -34,6 +34,10 @@ pub enum ApiError {
     NotAuthor(Vec<usize>),
     /// 413.
     TooLarge(String),
+    /// 403: a write to a mirrored collection; the upstream's URL of the collection.
+    Mirrored(String),
+    /// 416: a `Range` outside the resource.
+    RangeNotSatisfiable,
     /// 409, with what the client needs to merge.
     Conflict(Box<ConflictAnswer>),
     /// 410.
@@ -179,6 +183,23 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge(message) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorBody::new(ErrorCode::TooLarge, message),
+            ),
+            ApiError::Mirrored(primary) => {
+                return json_response(
+                    StatusCode::FORBIDDEN,
+                    &serde_json::json!({
+                        "error": ErrorCode::Forbidden,
+                        "message": "this collection is a read-only mirror; write to the primary",
+                        "primary": primary,
+                    }),
+                )
+            }
+            ApiError::RangeNotSatisfiable => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    "the requested range lies outside the blob",
+                ),
             ),
             ApiError::Conflict(answer) => return json_response(StatusCode::CONFLICT, &*answer),
             ApiError::Reset(answer) => return json_response(StatusCode::GONE, &answer),

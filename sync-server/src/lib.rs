@@ -16,6 +16,7 @@
 //! - [`resolve`]: bundle triples to files: the catalog collection, the caches, and the
 //!   parallel search of peers behind `GET /v1/resolve`.
 //! - [`rate_limit`]: the per-user and per-IP rate limits (429 with `Retry-After`).
+//! - [`mirror`]: collections copied from an upstream server (`--mirror`), read-only here.
 //!
 //! `main.rs` only parses the configuration and calls [`serve`]. Tests call [`app`] directly
 //! where a socket is not the point, and otherwise run the real binary.
@@ -26,6 +27,7 @@ pub mod connections;
 pub mod error;
 pub mod live;
 pub mod metrics;
+pub mod mirror;
 pub mod presence;
 pub mod rate_limit;
 pub mod resolve;
@@ -44,6 +46,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::live::Hub;
+use crate::mirror::Mirrors;
 use crate::presence::{Presence, PresenceLimits};
 use crate::rate_limit::RateLimits;
 use crate::resolve::Resolver;
@@ -73,6 +76,8 @@ pub struct AppState {
     pub resolver: Arc<Resolver>,
     /// The per-user and per-IP rate limiters.
     pub rate_limits: Arc<RateLimits>,
+    /// The collections copied from an upstream, which refuse writes.
+    pub mirrors: Arc<Mirrors>,
 }
 
 impl AppState {
@@ -86,8 +91,10 @@ impl AppState {
         let auth = Authenticator::from_config(&config).await?;
         let presence = Arc::new(Presence::new(PresenceLimits::from_config(&config)?));
         let resolver = Arc::new(Resolver::from_config(&config)?);
+        let mirrors = Arc::new(Mirrors::from_config(&config)?);
         Ok(AppState {
             rate_limits: Arc::new(RateLimits::from_config(&config)),
+            mirrors,
             presence,
             resolver,
             store,
@@ -155,8 +162,10 @@ pub async fn serve(
         store.clone(),
         config.sweep_interval,
         config.tombstone_retention,
+        config.blob_retention,
     ));
     let forget_idle = tokio::spawn(rate_limit::forget_idle_keys(state.rate_limits.clone()));
+    let mirror_tasks = mirror::start(&config, &store)?;
     let shutdown = async move {
         shutdown.await;
         let _ = begin_shutdown.send(true);
@@ -171,6 +180,7 @@ pub async fn serve(
     sweeper.abort();
     forget_idle.abort();
     presence_tasks.iter().for_each(|task| task.abort());
+    mirror_tasks.iter().for_each(|task| task.abort());
     store.close().await;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -192,6 +192,8 @@ pub struct Server {
     storage: Storage,
     args: Vec<String>,
     starts: u32,
+    /// Set by [`Server::restart_on_same_port`]: the port to listen on instead of a free one.
+    port: Option<u16>,
 }
 
 /// Where a server keeps its data.
@@ -291,6 +293,7 @@ impl Server {
             storage,
             args: args.iter().map(|a| a.to_string()).collect(),
             starts: 0,
+            port: None,
         };
         server.try_spawn()?;
         Ok(server)
@@ -388,6 +391,19 @@ impl Server {
         self.spawn();
     }
 
+    /// Like [`Server::restart`], on the port it had, so that whoever knows its URL (a
+    /// mirror following it) finds it again.
+    pub fn restart_on_same_port(&mut self) {
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the URL ends with the port");
+        self.port = Some(port);
+        self.restart();
+    }
+
     fn log_path(&self, start: u32) -> PathBuf {
         self.dir.path().join(format!("server-{start}.log"))
     }
@@ -410,7 +426,8 @@ impl Server {
             .iter()
             .any(|a| a == "--listen" || a.starts_with("--listen="))
         {
-            command.args(["--listen", "127.0.0.1:0"]);
+            let listen = format!("127.0.0.1:{}", self.port.unwrap_or(0));
+            command.args(["--listen", &listen]);
         }
         match &self.storage {
             Storage::Sqlite => {

@@ -76,6 +76,35 @@ pub async fn role_of(
     Ok(Role::of(caller, &key.owner, acl.as_ref()))
 }
 
+/// Refuses writes to a collection this server mirrors (`403` naming the upstream).
+pub fn refuse_if_mirrored(state: &AppState, key: &CollectionKey) -> Result<(), ApiError> {
+    match state.mirrors.upstream_of(key) {
+        Some(upstream) => Err(ApiError::Mirrored(upstream.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// On a mirrored collection, a cursor ahead of the copy most likely comes from a server
+/// further up the chain that this mirror has not caught up with yet: `503` (retry later),
+/// not `410` (which would make the client drop everything).
+pub async fn refuse_if_mirror_behind(
+    state: &AppState,
+    key: &CollectionKey,
+    since: u64,
+) -> Result<(), ApiError> {
+    if state.mirrors.upstream_of(key).is_none() {
+        return Ok(());
+    }
+    let head = state.store.head(key).await?;
+    if since > head.last_seq && head.collection_id.is_some() {
+        return Err(ApiError::Unavailable(format!(
+            "the mirror is at seq {}; a client asked for since={since}",
+            head.last_seq
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `role` suffices for `need`.
 pub fn check(role: Role, need: Need) -> Result<(), ApiError> {
     if !role.can_read() {

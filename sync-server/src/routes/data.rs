@@ -13,8 +13,11 @@ use sync_core::memory_store::PushOutcome;
 use sync_core::{Head, PullQuery, PushRequest};
 
 use crate::auth::Caller;
-use crate::error::{body_read_error, json_response, json_text_response, ApiError};
-use crate::routes::access::{authorize, owner_in_path, Need};
+use crate::error::{json_response, json_text_response, ApiError};
+use crate::routes::access::{
+    authorize, owner_in_path, refuse_if_mirror_behind, refuse_if_mirrored, Need,
+};
+use crate::routes::read_body;
 use crate::store::{now_ms, PushContext, PushReply};
 use crate::AppState;
 
@@ -97,6 +100,7 @@ async fn pull(
         details,
     })?;
 
+    refuse_if_mirror_behind(&state, &key, query.since).await?;
     if let Some(wanted) = headers.get(header::IF_NONE_MATCH) {
         let head = state.store.head(&key).await?;
         // A cursor that must reset is told so, whatever the client has cached.
@@ -126,11 +130,8 @@ async fn push(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (key, role) = authorize(&state, &caller, path, Need::Push).await?;
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
-        body_read_error(&e, || {
-            format!("the body is over {} bytes", state.limits.max_body_bytes)
-        })
-    })?;
+    refuse_if_mirrored(&state, &key)?;
+    let bytes = read_body(body, state.limits.max_body_bytes).await?;
     let request = PushRequest::parse(&bytes, &state.limits)?;
     let context = PushContext {
         user: caller.0,
@@ -169,6 +170,7 @@ async fn reset(
     Path(path): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let (key, _) = authorize(&state, &caller, path, Need::Own).await?;
+    refuse_if_mirrored(&state, &key)?;
     let head = state.store.reset(&key).await?;
     Ok(json_response(
         StatusCode::OK,

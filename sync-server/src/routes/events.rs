@@ -29,7 +29,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use crate::auth::StreamCaller;
 use crate::error::ApiError;
 use crate::live::LiveEvent;
-use crate::routes::access::{authorize, role_of, Need};
+use crate::routes::access::{authorize, refuse_if_mirror_behind, role_of, Need};
 use crate::store::CollectionKey;
 use crate::AppState;
 
@@ -66,6 +66,7 @@ async fn events(
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| ApiError::invalid_field("Last-Event-ID", "must be a seq"))?;
     }
+    refuse_if_mirror_behind(&state, &key, since).await?;
     let permit = state
         .stream_slots
         .clone()

@@ -9,7 +9,7 @@ use crate::auth::Caller;
 use crate::error::{quota_report, ApiError};
 use crate::AppState;
 
-/// The route.
+/// The routes.
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/info", get(info))
 }
@@ -27,12 +27,15 @@ async fn info(
         "tombstone_retention_s": state.config.tombstone_retention.as_secs(),
         "presence": state.presence.limits(),
         "rate_limits": state.rate_limits.settings(),
-        "features": ["pull", "push", "reset", "tombstones", "expires", "etag", "presence", "resolve"],
+        "max_blob_bytes": state.config.max_blob_bytes,
+        "features": ["pull", "push", "reset", "tombstones", "expires", "etag", "presence", "resolve", "blobs", "mirrors"],
     });
     if let Some(Caller(user)) = caller {
         let usage = state.store.usage(&user).await?;
         let mut quota = quota_report(usage, state.config.quota());
         quota["owner"] = json!(user);
+        // Blobs are stored apart from objects; what they take is reported beside the quota.
+        quota["blob_bytes"] = json!(state.store.blob_bytes(&user).await?);
         info["quota"] = quota;
     }
     Ok(Json(info))

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod acl;
+pub mod blobs;
 pub mod channels;
 pub mod data;
 pub mod events;
@@ -10,6 +11,7 @@ pub mod openapi;
 pub mod ops;
 pub mod resolve;
 
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -19,7 +21,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::ensure_json_errors;
+use crate::error::{body_read_error, ensure_json_errors, ApiError};
 use crate::AppState;
 
 /// Headers a browser may read from our answers (the contract's list).
@@ -34,7 +36,8 @@ pub fn router(state: AppState) -> Router {
     crate::metrics::handle();
     let request_id = HeaderName::from_static("x-request-id");
     // `Router::layer` wraps what is already there, so the last layer added is the outermost.
-    Router::new()
+    // Blob uploads have their own, larger, body limit.
+    let json_routes = Router::new()
         .merge(info::router())
         .merge(data::router())
         .merge(events::router())
@@ -43,8 +46,13 @@ pub fn router(state: AppState) -> Router {
         .merge(channels::router())
         .merge(resolve::router())
         .merge(openapi::router())
+        .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes));
+    let blob_routes =
+        blobs::router().layer(RequestBodyLimitLayer::new(state.config.max_blob_bytes));
+    Router::new()
+        .merge(json_routes)
+        .merge(blob_routes)
         .route_layer(axum::middleware::from_fn(crate::metrics::record))
-        .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(state.config.body_timeout))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.request_timeout))
         .layer(CatchPanicLayer::new())
@@ -61,6 +69,14 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(cors(&state.config.cors_origins))
         .with_state(state)
+}
+
+/// Reads a whole request body that the route's body limit layer caps at `limit` bytes:
+/// `413` over the limit, `408` if it stalls, `400` if it cannot be read.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| body_read_error(&e, || format!("the body is over {limit} bytes")))
 }
 
 /// tower-http's CorsLayer from `--cors-origin` values. `*` allows any origin, without
@@ -82,6 +98,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
+            header::RANGE,
             HeaderName::from_static("last-event-id"),
         ])
         .expose_headers(EXPOSED.map(HeaderName::from_static))

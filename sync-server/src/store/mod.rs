@@ -95,6 +95,37 @@ pub struct SweepReport {
     pub purged: u64,
 }
 
+/// A page pulled from a mirror's upstream, to write verbatim (see `sync_core::mirror`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorWrite {
+    /// Continue the copy: write `page.objects` as they are and move the head to `page.until`
+    /// and the upstream's horizon, if the local head is still `(page.collection_id,
+    /// page.since)`.
+    Append(PullAnswer),
+    /// Replace the copy: every object of the upstream's collection (a full pull from 0,
+    /// all pages joined), its epoch, `until` and horizon.
+    Replace(PullAnswer),
+}
+
+/// What [`Store::apply_mirrored`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorApplied {
+    /// Written; the new head.
+    Written(Head),
+    /// An append that no longer starts at the local head (which is returned): nothing was
+    /// written. Only one task mirrors a collection, so this means a resync is due.
+    Stale(Head),
+}
+
+/// What one blob collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlobSweep {
+    /// Blobs that became unreferenced (their retention window starts).
+    pub orphaned: u64,
+    /// Blobs deleted after their retention window.
+    pub collected: u64,
+}
+
 /// Why the store could not do what it was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -148,6 +179,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces a collection's grants and tells its event streams to re-check access.
     async fn set_acl(&self, key: &CollectionKey, acl: Acl) -> Result<(), StoreError>;
+
+    /// Stores a blob (already checked against its name); false if it was there already.
+    /// Acknowledged means durable, as for pushes.
+    async fn put_blob(
+        &self,
+        key: &CollectionKey,
+        name: &str,
+        bytes: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// A blob's size in bytes, if the collection holds it.
+    async fn blob_size(&self, key: &CollectionKey, name: &str) -> Result<Option<u64>, StoreError>;
+
+    /// `len` bytes of a blob from `offset` (fewer at its end), if the collection holds it.
+    async fn read_blob(
+        &self,
+        key: &CollectionKey,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The bytes of all the blobs an owner's collections hold, in every app (for quotas).
+    async fn blob_bytes(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Marks the blobs that no live object of their collection refers to (see
+    /// `sync_core::blob`) and deletes those unreferenced for longer than `retention_ms`.
+    async fn sweep_blobs(&self, now_ms: u64, retention_ms: u64) -> Result<BlobSweep, StoreError>;
+
+    /// Writes a page pulled from a mirror's upstream verbatim (upstream seqs, hashes, authors,
+    /// epoch and horizon), in one transaction, and announces it to live streams.
+    async fn apply_mirrored(
+        &self,
+        key: &CollectionKey,
+        write: MirrorWrite,
+        now_ms: u64,
+    ) -> Result<MirrorApplied, StoreError>;
 
     /// Succeeds if the database answers a trivial query (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

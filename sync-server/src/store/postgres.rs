@@ -35,14 +35,15 @@ use sync_core::commit::{check_pull, plan_push, Current, Head, Plan, Stored, Writ
 use sync_core::error::ErrorCode;
 use sync_core::memory_store::PushOutcome;
 use sync_core::push::{Conflict, ConflictAnswer, PushOk, ResetAnswer};
-use sync_core::{horizon, JsonData, Object, PullAnswer, PullQuery, PushRequest};
+use sync_core::{blob, horizon, JsonData, Object, PullAnswer, PullQuery, PushRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::{
-    change_event, new_collection_id, parse_acl, reset_answer, CollectionKey, CollectionSummary,
-    PageBuilder, PullPage, PushContext, PushReply, Store, StoreError, SweepReport,
+    change_event, new_collection_id, parse_acl, reset_answer, BlobSweep, CollectionKey,
+    CollectionSummary, MirrorApplied, MirrorWrite, PageBuilder, PullPage, PushContext, PushReply,
+    Store, StoreError, SweepReport,
 };
 use crate::live::{Hub, LiveEvent};
 use sync_core::quota::{self, Usage, UsageDelta};
@@ -109,6 +110,35 @@ INSERT INTO usage (owner, bytes, objects)
     SELECT c.owner, COALESCE(SUM(octet_length(o.data)), 0), COUNT(*)
     FROM objects o JOIN collections c ON c.cid = o.cid
     WHERE NOT o.deleted GROUP BY c.owner;
+",
+    ),
+    (
+        3,
+        "
+-- Collections copied from an upstream: the sweeper leaves them alone.
+ALTER TABLE collections ADD COLUMN mirrored BOOLEAN NOT NULL DEFAULT FALSE;
+-- Content-addressed blobs, per collection; `orphaned_ms`: since when no live object refers
+-- to the blob (see the SQLite schema).
+CREATE TABLE blobs (
+    app         TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    size        BIGINT NOT NULL,
+    data        BYTEA NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    orphaned_ms BIGINT,
+    PRIMARY KEY (app, owner, name, hash)
+);
+CREATE INDEX blobs_by_owner ON blobs (owner);
+-- Which live objects refer to which blobs, kept by every write (see the SQLite schema).
+CREATE TABLE blob_refs (
+    cid  BIGINT NOT NULL,
+    id   TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (cid, id, hash)
+);
+CREATE INDEX blob_refs_by_hash ON blob_refs (hash, cid);
 ",
     ),
 ];
@@ -279,6 +309,28 @@ async fn migrate(pool: &Pool, schema: &str) -> Result<(), StoreError> {
     for (number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n > version) {
         tracing::info!(schema, version = number, "migrating");
         tx.batch_execute(sql).await.map_err(pg_error)?;
+        if *number == 3 {
+            // Objects written before blobs existed may name some already.
+            let rows = tx
+                .query(
+                    "SELECT cid, id, data FROM objects
+                     WHERE NOT deleted AND (strpos(data, 'blobs') > 0 OR strpos(data, '\\u') > 0)",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            for row in rows {
+                let data = JsonData::from_trusted(row.get(2));
+                let names = blob::refs(&data);
+                let (cid, id): (i64, String) = (row.get(0), row.get(1));
+                tx.execute(
+                    "INSERT INTO blob_refs (cid, id, hash) SELECT $1, $2, UNNEST($3::text[])",
+                    &[&cid, &id, &names],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+        }
         tx.execute("DELETE FROM tidemark_schema", &[])
             .await
             .map_err(pg_error)?;
@@ -697,6 +749,9 @@ impl Store for PostgresStore {
         tx.execute("DELETE FROM objects WHERE cid = $1", &[&cid])
             .await
             .map_err(pg_error)?;
+        tx.execute("DELETE FROM blob_refs WHERE cid = $1", &[&cid])
+            .await
+            .map_err(pg_error)?;
         tx.execute("DELETE FROM pushes WHERE cid = $1", &[&cid])
             .await
             .map_err(pg_error)?;
@@ -740,6 +795,7 @@ impl Store for PostgresStore {
         let expired = tx
             .query(
                 "SELECT cid, id FROM objects WHERE expires IS NOT NULL AND NOT deleted AND expires <= $1
+                 AND cid NOT IN (SELECT cid FROM collections WHERE mirrored)
                  ORDER BY cid, seq LIMIT $2",
                 &[&(now_ms as i64), &SWEEP_BATCH],
             )
@@ -774,6 +830,12 @@ impl Store for PostgresStore {
             owner_freed.bytes -= i64::from(changed.get::<_, i32>(0));
             owner_freed.objects -= 1;
             tx.execute(
+                "DELETE FROM blob_refs WHERE cid = $1 AND id = $2",
+                &[&cid, &id],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.execute(
                 "UPDATE collections SET last_seq = $1 WHERE cid = $2",
                 &[&seq, &cid],
             )
@@ -801,7 +863,8 @@ impl Store for PostgresStore {
         let cutoff = horizon::purge_before(now_ms, retention_ms) as i64;
         let purgeable = tx
             .query(
-                "SELECT cid, MAX(seq) FROM objects WHERE deleted AND modified_ms < $1 GROUP BY cid",
+                "SELECT cid, MAX(seq) FROM objects WHERE deleted AND modified_ms < $1
+                 AND cid NOT IN (SELECT cid FROM collections WHERE mirrored) GROUP BY cid",
                 &[&cutoff],
             )
             .await
@@ -900,6 +963,280 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg_error)
     }
 
+    async fn put_blob(
+        &self,
+        key: &CollectionKey,
+        name: &str,
+        bytes: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let added = client
+            .client
+            .execute(
+                "INSERT INTO blobs (app, owner, name, hash, size, data, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &key.app,
+                    &key.owner,
+                    &key.name,
+                    &name,
+                    &(bytes.len() as i64),
+                    &bytes,
+                    &(now_ms as i64),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(added > 0)
+    }
+
+    async fn blob_size(&self, key: &CollectionKey, name: &str) -> Result<Option<u64>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .client
+            .query_opt(
+                "SELECT size FROM blobs WHERE app = $1 AND owner = $2 AND name = $3 AND hash = $4",
+                &[&key.app, &key.owner, &key.name, &name],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn read_blob(
+        &self,
+        key: &CollectionKey,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        // substring() on bytea counts bytes, from 1.
+        let row = client
+            .client
+            .query_opt(
+                "SELECT substring(data FROM $5::int8::int4 FOR $6::int8::int4) FROM blobs
+                 WHERE app = $1 AND owner = $2 AND name = $3 AND hash = $4",
+                &[
+                    &key.app,
+                    &key.owner,
+                    &key.name,
+                    &name,
+                    &(offset as i64 + 1),
+                    &(len.min(i32::MAX as u64) as i64),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn blob_bytes(&self, owner: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .client
+            .query_one(
+                "SELECT COALESCE(SUM(size), 0)::int8 FROM blobs WHERE owner = $1",
+                &[&owner],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn sweep_blobs(&self, now_ms: u64, retention_ms: u64) -> Result<BlobSweep, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.client.transaction().await.map_err(pg_error)?;
+        let got: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if !got {
+            return Ok(BlobSweep::default());
+        }
+        let orphaned = tx
+            .execute(
+                &format!("UPDATE blobs b SET orphaned_ms = $1 WHERE orphaned_ms IS NULL AND NOT {BLOB_IS_REFERENCED}"),
+                &[&(now_ms as i64)],
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.execute(
+            &format!("UPDATE blobs b SET orphaned_ms = NULL WHERE orphaned_ms IS NOT NULL AND {BLOB_IS_REFERENCED}"),
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+        let cutoff = horizon::purge_before(now_ms, retention_ms) as i64;
+        let collected = tx
+            .execute(
+                "DELETE FROM blobs WHERE orphaned_ms IS NOT NULL AND orphaned_ms < $1",
+                &[&cutoff],
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(BlobSweep {
+            orphaned,
+            collected,
+        })
+    }
+
+    async fn apply_mirrored(
+        &self,
+        key: &CollectionKey,
+        write: MirrorWrite,
+        now_ms: u64,
+    ) -> Result<MirrorApplied, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.client.transaction().await.map_err(pg_error)?;
+        let existing = tx
+            .query_opt(
+                &format!("{HEAD_QUERY} FOR UPDATE"),
+                &[&key.app, &key.owner, &key.name],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|r| head_from_row(&r));
+        let local = existing
+            .as_ref()
+            .map(|(_, h)| h.clone())
+            .unwrap_or_default();
+        let (head, what) = match write {
+            MirrorWrite::Append(page) => {
+                let Some((cid, _)) = existing else {
+                    return Ok(MirrorApplied::Stale(local));
+                };
+                if local.collection_id != page.collection_id || local.last_seq != page.since {
+                    return Ok(MirrorApplied::Stale(local));
+                }
+                // The owner's usage follows the copy like any commit (no quota is enforced:
+                // the upstream already accepted these writes).
+                let ids: Vec<&str> = page.objects.iter().map(|o| o.id.as_str()).collect();
+                let mut old: HashMap<String, UsageDelta> = HashMap::new();
+                for r in tx
+                    .query(
+                        &format!("SELECT id, deleted, {DATA_BYTES} FROM objects WHERE cid = $1 AND id = ANY($2)"),
+                        &[&cid, &ids],
+                    )
+                    .await
+                    .map_err(pg_error)?
+                {
+                    old.insert(r.get(0), quota::cost(r.get(1), r.get::<_, i32>(2) as u64));
+                }
+                let before: Vec<UsageDelta> = ids
+                    .iter()
+                    .map(|id| old.get(*id).copied().unwrap_or_default())
+                    .collect();
+                add_usage(&tx, &key.owner, quota::delta(&page.objects, &before))
+                    .await
+                    .map_err(pg_error)?;
+                write_rows(&tx, cid, &page.objects, now_ms)
+                    .await
+                    .map_err(pg_error)?;
+                let head = Head {
+                    collection_id: local.collection_id.clone(),
+                    last_seq: local.last_seq.max(page.until),
+                    horizon: local.horizon.max(page.horizon),
+                };
+                tx.execute(
+                    "UPDATE collections SET last_seq = $1, horizon = $2, mirrored = TRUE WHERE cid = $3",
+                    &[&(head.last_seq as i64), &(head.horizon as i64), &cid],
+                )
+                .await
+                .map_err(pg_error)?;
+                let what = (!page.objects.is_empty()).then_some(Announced::Range {
+                    from: local.last_seq,
+                    to: head.last_seq,
+                });
+                (head, what)
+            }
+            MirrorWrite::Replace(page) => {
+                let epoch = page
+                    .collection_id
+                    .clone()
+                    .expect("a mirror replaces its copy only with an epoch");
+                let cid: i64 = match &existing {
+                    Some((cid, _)) => {
+                        let freed = tx
+                            .query_one(
+                                &format!("SELECT COALESCE(SUM({DATA_BYTES}), 0)::int8, COUNT(*) FROM objects WHERE cid = $1 AND NOT deleted"),
+                                &[cid],
+                            )
+                            .await
+                            .map_err(pg_error)?;
+                        let freed = UsageDelta {
+                            bytes: -freed.get::<_, i64>(0),
+                            objects: -freed.get::<_, i64>(1),
+                        };
+                        add_usage(&tx, &key.owner, freed).await.map_err(pg_error)?;
+                        tx.execute("DELETE FROM objects WHERE cid = $1", &[cid])
+                            .await
+                            .map_err(pg_error)?;
+                        tx.execute("DELETE FROM blob_refs WHERE cid = $1", &[cid])
+                            .await
+                            .map_err(pg_error)?;
+                        tx.execute(
+                            "UPDATE collections SET collection_id = $1, last_seq = $2, horizon = $3, mirrored = TRUE
+                             WHERE cid = $4",
+                            &[&epoch, &(page.until as i64), &(page.horizon as i64), cid],
+                        )
+                        .await
+                        .map_err(pg_error)?;
+                        *cid
+                    }
+                    None => tx
+                        .query_one(
+                            "INSERT INTO collections (app, owner, name, collection_id, last_seq, horizon, mirrored)
+                             VALUES ($1, $2, $3, $4, $5, $6, TRUE) RETURNING cid",
+                            &[&key.app, &key.owner, &key.name, &epoch, &(page.until as i64), &(page.horizon as i64)],
+                        )
+                        .await
+                        .map_err(pg_error)?
+                        .get(0),
+                };
+                let nothing_before = vec![UsageDelta::default(); page.objects.len()];
+                add_usage(
+                    &tx,
+                    &key.owner,
+                    quota::delta(&page.objects, &nothing_before),
+                )
+                .await
+                .map_err(pg_error)?;
+                write_rows(&tx, cid, &page.objects, now_ms)
+                    .await
+                    .map_err(pg_error)?;
+                let head = Head {
+                    collection_id: Some(epoch.clone()),
+                    last_seq: page.until,
+                    horizon: page.horizon,
+                };
+                let what = if local.collection_id.as_deref() == Some(epoch.as_str()) {
+                    // The same epoch, repaired: streams hear of what is newer than they had.
+                    (head.last_seq > local.last_seq).then_some(Announced::Range {
+                        from: local.last_seq,
+                        to: head.last_seq,
+                    })
+                } else {
+                    Some(Announced::Reset {
+                        collection_id: epoch,
+                        horizon: page.horizon,
+                    })
+                };
+                (head, what)
+            }
+        };
+        if let Some(what) = what {
+            tx.execute(notify_sql(), &[&notice(key, what)])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(MirrorApplied::Written(head))
+    }
+
     fn backlog(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
@@ -968,7 +1305,13 @@ async fn add_usage(
     .map(|_| ())
 }
 
-/// Writes a commit's rows in one statement.
+/// Whether a live object of the blob `b`'s collection refers to it (`blob_refs`, kept by
+/// [`write_rows`] from `sync_core::blob::refs`).
+const BLOB_IS_REFERENCED: &str = "EXISTS (
+    SELECT 1 FROM blob_refs r JOIN collections c ON c.cid = r.cid
+    WHERE r.hash = b.hash AND c.app = b.app AND c.owner = b.owner AND c.name = b.name)";
+
+/// Writes a commit's rows in one statement (also a mirror's rows, verbatim).
 async fn write_rows(
     tx: &tokio_postgres::Transaction<'_>,
     cid: i64,
@@ -996,8 +1339,29 @@ async fn write_rows(
            expires = excluded.expires, modified_ms = excluded.modified_ms, author = excluded.author",
         &[&cid, &ids, &seqs, &kinds, &deleted, &data, &hashes, &expires, &authors, &(now_ms as i64)],
     )
-    .await
-    .map(|_| ())
+    .await?;
+    // The blob references of these ids are those of their new versions.
+    tx.execute(
+        "DELETE FROM blob_refs WHERE cid = $1 AND id = ANY($2)",
+        &[&cid, &ids],
+    )
+    .await?;
+    let (mut ref_ids, mut ref_names): (Vec<&str>, Vec<String>) = (Vec::new(), Vec::new());
+    for row in rows.iter().filter(|r| !r.deleted) {
+        for name in row.data.as_ref().map(blob::refs).unwrap_or_default() {
+            ref_ids.push(&row.id);
+            ref_names.push(name);
+        }
+    }
+    if !ref_ids.is_empty() {
+        tx.execute(
+            "INSERT INTO blob_refs (cid, id, hash) SELECT $1, u.id, u.hash
+             FROM UNNEST($2::text[], $3::text[]) AS u (id, hash)",
+            &[&cid, &ref_ids, &ref_names],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Listens for commits of every node and publishes them to this node's hub, reconnecting

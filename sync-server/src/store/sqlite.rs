@@ -30,14 +30,15 @@ use sync_core::error::ErrorCode;
 use sync_core::memory_store::PushOutcome;
 use sync_core::push::{Conflict, ConflictAnswer, PushOk, ResetAnswer};
 use sync_core::quota::{self, Usage, UsageDelta};
-use sync_core::{horizon, JsonData, Object, PullAnswer, PullQuery, PushRequest};
+use sync_core::{blob, horizon, JsonData, Object, PullAnswer, PullQuery, PushRequest};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::live::{Hub, LiveEvent};
 
 use super::{
-    change_event, new_collection_id, parse_acl, reset_answer, CollectionKey, CollectionSummary,
-    PageBuilder, PullPage, PushContext, PushReply, Store, StoreError, SweepReport,
+    change_event, new_collection_id, parse_acl, reset_answer, BlobSweep, CollectionKey,
+    CollectionSummary, MirrorApplied, MirrorWrite, PageBuilder, PullPage, PushContext, PushReply,
+    Store, StoreError, SweepReport,
 };
 
 /// The most jobs one group commit takes.
@@ -99,10 +100,34 @@ CREATE TABLE IF NOT EXISTS usage (
     bytes   INTEGER NOT NULL,
     objects INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Content-addressed blobs, per collection (a collection need not exist to hold them).
+-- `orphaned_ms`: since when no live object refers to the blob (NULL: referenced, or not
+-- checked yet); the sweeper deletes it once that is older than the retention window.
+CREATE TABLE IF NOT EXISTS blobs (
+    app         TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    data        BLOB NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    orphaned_ms INTEGER,
+    PRIMARY KEY (app, owner, name, hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_owner ON blobs (owner);
+-- Which live objects refer to which blobs (`sync_core::blob::refs` of their data), kept by
+-- every write, so that collecting blobs never has to read the objects' data.
+CREATE TABLE IF NOT EXISTS blob_refs (
+    cid  INTEGER NOT NULL,
+    id   TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (cid, id, hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_refs_by_hash ON blob_refs (hash, cid);
 ";
 
 /// The schema version [`SCHEMA`] leaves behind (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Fills the usage counters from the objects: for a database made before they existed
 /// (version 1). On a new database it finds nothing to count.
@@ -113,6 +138,15 @@ INSERT INTO usage (owner, bytes, objects)
     FROM objects o JOIN collections c ON c.cid = o.cid
     WHERE o.deleted = 0 GROUP BY c.owner;
 ";
+
+/// Columns added after the first release, with the statement that adds each.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[(
+    "collections",
+    "mirrored",
+    // Set on collections copied from an upstream: the sweeper leaves them alone (the
+    // upstream's sweeper expires and purges, and the copy follows).
+    "ALTER TABLE collections ADD COLUMN mirrored INTEGER NOT NULL DEFAULT 0",
+)];
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -147,6 +181,22 @@ enum Job {
         acl: Acl,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Blobs and mirrors: the work runs in its own savepoint like the jobs above, and may
+    /// announce what it wrote.
+    Other {
+        work: OtherWork,
+        reply: oneshot::Sender<Result<OtherReply, StoreError>>,
+    },
+}
+
+type OtherWork =
+    Box<dyn FnOnce(&Connection, &mut GroupEvents) -> rusqlite::Result<OtherReply> + Send>;
+
+/// What an [`Job::Other`] answers.
+enum OtherReply {
+    Stored(bool),
+    BlobSweep(BlobSweep),
+    Mirror(MirrorApplied),
 }
 
 /// A job's answer, held until its group is committed.
@@ -166,6 +216,10 @@ enum Answer {
     SetAcl(
         oneshot::Sender<Result<(), StoreError>>,
         Result<(), StoreError>,
+    ),
+    Other(
+        oneshot::Sender<Result<OtherReply, StoreError>>,
+        Result<OtherReply, StoreError>,
     ),
 }
 
@@ -223,6 +277,11 @@ impl SqliteStore {
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    /// Queues an [`Job::Other`] and waits for its committed answer.
+    async fn other(&self, work: OtherWork) -> Result<OtherReply, StoreError> {
+        self.write(|reply| Job::Other { work, reply }).await
     }
 
     /// Runs `f` on a read connection on a blocking thread.
@@ -409,6 +468,125 @@ impl Store for SqliteStore {
         self.write(|reply| Job::SetAcl { key, acl, reply }).await
     }
 
+    async fn put_blob(
+        &self,
+        key: &CollectionKey,
+        name: &str,
+        bytes: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (key, name) = (key.clone(), name.to_string());
+        let work: OtherWork = Box::new(move |conn, _| {
+            let added = conn
+                .prepare_cached(
+                    "INSERT INTO blobs (app, owner, name, hash, size, data, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    key.app,
+                    key.owner,
+                    key.name,
+                    name,
+                    bytes.len() as i64,
+                    bytes,
+                    now_ms as i64
+                ])?;
+            Ok(OtherReply::Stored(added > 0))
+        });
+        match self.other(work).await? {
+            OtherReply::Stored(added) => Ok(added),
+            _ => unreachable!("put_blob answers Stored"),
+        }
+    }
+
+    async fn blob_size(&self, key: &CollectionKey, name: &str) -> Result<Option<u64>, StoreError> {
+        let (key, name) = (key.clone(), name.to_string());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT size FROM blobs WHERE app = ?1 AND owner = ?2 AND name = ?3 AND hash = ?4",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![key.app, key.owner, key.name, name], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()
+            })
+            .map(|size| size.map(|s| s as u64))
+            .map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn read_blob(
+        &self,
+        key: &CollectionKey,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (key, name) = (key.clone(), name.to_string());
+        self.read(move |conn| {
+            // substr() on a BLOB counts bytes, from 1.
+            conn.prepare_cached(
+                "SELECT substr(data, ?5, ?6) FROM blobs
+                 WHERE app = ?1 AND owner = ?2 AND name = ?3 AND hash = ?4",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        key.app,
+                        key.owner,
+                        key.name,
+                        name,
+                        offset as i64 + 1,
+                        len as i64
+                    ],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .optional()
+            })
+            .map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn blob_bytes(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE owner = ?1")
+                .and_then(|mut stmt| stmt.query_row([owner], |r| r.get::<_, i64>(0)))
+                .map(|n| n as u64)
+                .map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn sweep_blobs(&self, now_ms: u64, retention_ms: u64) -> Result<BlobSweep, StoreError> {
+        let work: OtherWork = Box::new(move |conn, _| {
+            sweep_blobs_in_tx(conn, now_ms, retention_ms).map(OtherReply::BlobSweep)
+        });
+        match self.other(work).await? {
+            OtherReply::BlobSweep(report) => Ok(report),
+            _ => unreachable!("sweep_blobs answers BlobSweep"),
+        }
+    }
+
+    async fn apply_mirrored(
+        &self,
+        key: &CollectionKey,
+        write: MirrorWrite,
+        now_ms: u64,
+    ) -> Result<MirrorApplied, StoreError> {
+        let key = key.clone();
+        let work: OtherWork = Box::new(move |conn, events| {
+            apply_mirrored_in_tx(conn, &key, write, now_ms, events).map(OtherReply::Mirror)
+        });
+        match self.other(work).await? {
+            OtherReply::Mirror(applied) => Ok(applied),
+            _ => unreachable!("apply_mirrored answers Mirror"),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
@@ -438,8 +616,24 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     tx.execute_batch(SCHEMA)?;
-    if version < SCHEMA_VERSION {
+    for (table, column, add) in ADDED_COLUMNS {
+        let present: bool = tx.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            tx.execute_batch(add)?;
+        }
+    }
+    if version < 2 {
         tx.execute_batch(BACKFILL_USAGE)?;
+    }
+    if version < 3 {
+        // Objects written before blobs existed may name some already.
+        backfill_blob_refs(&tx)?;
+    }
+    if version < SCHEMA_VERSION {
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     }
     tx.commit()
@@ -598,6 +792,7 @@ fn run_writer(
                 Answer::Reset(tx, r) => drop(tx.send(r)),
                 Answer::Sweep(tx, r) => drop(tx.send(r)),
                 Answer::SetAcl(tx, r) => drop(tx.send(r)),
+                Answer::Other(tx, r) => drop(tx.send(r)),
             }
         }
     }
@@ -694,6 +889,14 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) -> (Vec<Answer>, GroupEv
                 }
                 Answer::Sweep(reply, outcome)
             }
+            Job::Other { work, reply } => {
+                let mut own = GroupEvents::new();
+                let outcome = in_savepoint(&tx, |sp| work(sp, &mut own));
+                if outcome.is_ok() {
+                    events.append(&mut own);
+                }
+                Answer::Other(reply, outcome)
+            }
         });
     }
     match tx.commit() {
@@ -715,6 +918,7 @@ fn fail(job: Job, error: StoreError) -> Answer {
         Job::Reset { reply, .. } => Answer::Reset(reply, Err(error)),
         Job::Sweep { reply, .. } => Answer::Sweep(reply, Err(error)),
         Job::SetAcl { reply, .. } => Answer::SetAcl(reply, Err(error)),
+        Job::Other { reply, .. } => Answer::Other(reply, Err(error)),
     }
 }
 
@@ -725,6 +929,7 @@ impl Answer {
             Answer::Reset(tx, _) => Answer::Reset(tx, Err(error)),
             Answer::Sweep(tx, _) => Answer::Sweep(tx, Err(error)),
             Answer::SetAcl(tx, _) => Answer::SetAcl(tx, Err(error)),
+            Answer::Other(tx, _) => Answer::Other(tx, Err(error)),
         }
     }
 }
@@ -884,30 +1089,8 @@ fn push_in_tx(
                     (conn.last_insert_rowid(), epoch)
                 }
             };
-            let mut upsert = conn.prepare_cached(
-                "INSERT INTO objects (cid, id, seq, type, deleted, data, hash, expires, modified_ms, author)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (cid, id) DO UPDATE SET seq = excluded.seq, type = excluded.type,
-                   deleted = excluded.deleted, data = excluded.data, hash = excluded.hash,
-                   expires = excluded.expires, modified_ms = excluded.modified_ms,
-                   author = excluded.author",
-            )?;
-            let mut seqs = Vec::with_capacity(rows.len());
-            for row in &rows {
-                upsert.execute(params![
-                    cid,
-                    row.id,
-                    row.seq as i64,
-                    row.kind,
-                    row.deleted,
-                    row.data.as_ref().map(JsonData::as_str),
-                    row.hash,
-                    row.expires.map(|e| e as i64),
-                    now_ms as i64,
-                    row.author,
-                ])?;
-                seqs.push(row.seq);
-            }
+            write_objects(conn, cid, &rows, now_ms)?;
+            let seqs: Vec<u64> = rows.iter().map(|row| row.seq).collect();
             let until = seqs.last().copied().unwrap_or(head.last_seq);
             *written = rows;
             conn.prepare_cached("UPDATE collections SET last_seq = ?1 WHERE cid = ?2")?
@@ -960,6 +1143,8 @@ fn reset_in_tx(conn: &Connection, key: &CollectionKey) -> rusqlite::Result<Head>
             )?;
             conn.prepare_cached("DELETE FROM objects WHERE cid = ?1")?
                 .execute([cid])?;
+            conn.prepare_cached("DELETE FROM blob_refs WHERE cid = ?1")?
+                .execute([cid])?;
             conn.prepare_cached("DELETE FROM pushes WHERE cid = ?1")?
                 .execute([cid])?;
             // Seqs keep counting up across epochs and every old cursor falls below the horizon,
@@ -1001,7 +1186,8 @@ fn sweep_in_tx(
     // 1. Expired objects become tombstones, each with a new seq so that clients hear of it.
     let expired: Vec<(i64, String, String)> = conn
         // `expires <= now` is `horizon::is_expired`, evaluated by the index.
-        .prepare_cached("SELECT cid, id, type FROM objects WHERE expires IS NOT NULL AND deleted = 0 AND expires <= ?1 ORDER BY cid, seq LIMIT ?2")?
+        .prepare_cached("SELECT cid, id, type FROM objects WHERE expires IS NOT NULL AND deleted = 0 AND expires <= ?1
+                          AND cid NOT IN (SELECT cid FROM collections WHERE mirrored = 1) ORDER BY cid, seq LIMIT ?2")?
         .query_map(params![now_ms as i64, SWEEP_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     for (cid, id, kind) in expired {
@@ -1026,6 +1212,8 @@ fn sweep_in_tx(
             "UPDATE objects SET seq = ?1, deleted = 1, data = NULL, hash = NULL, expires = NULL, modified_ms = ?2 WHERE cid = ?3 AND id = ?4",
         )?
         .execute(params![seq, now_ms as i64, cid, id])?;
+        conn.prepare_cached("DELETE FROM blob_refs WHERE cid = ?1 AND id = ?2")?
+            .execute(params![cid, id])?;
         report.expired += 1;
         let key = CollectionKey { app, owner, name };
         let tombstone = Object::tombstone(id, kind, seq as u64);
@@ -1037,7 +1225,8 @@ fn sweep_in_tx(
     let cutoff = horizon::purge_before(now_ms, retention_ms) as i64;
     let purgeable: Vec<(i64, i64)> = conn
         .prepare_cached(
-            "SELECT cid, MAX(seq) FROM objects WHERE deleted = 1 AND modified_ms < ?1 GROUP BY cid",
+            "SELECT cid, MAX(seq) FROM objects WHERE deleted = 1 AND modified_ms < ?1
+             AND cid NOT IN (SELECT cid FROM collections WHERE mirrored = 1) GROUP BY cid",
         )?
         .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
@@ -1057,6 +1246,248 @@ fn sweep_in_tx(
     conn.prepare_cached("DELETE FROM pushes WHERE created_ms < ?1")?
         .execute([cutoff])?;
     Ok(report)
+}
+
+/// Whether a live object of the blob's collection refers to it (`sync_core::blob::refs`: the
+/// top-level `"blobs"` array of the object's data). Used inside statements on `blobs`.
+const BLOB_IS_REFERENCED: &str = "EXISTS (
+    SELECT 1 FROM blob_refs r JOIN collections c ON c.cid = r.cid
+    WHERE r.hash = blobs.hash AND c.app = blobs.app AND c.owner = blobs.owner AND c.name = blobs.name)";
+
+/// Fills `blob_refs` from the objects already stored.
+fn backfill_blob_refs(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT cid, id, seq, type, data FROM objects WHERE deleted = 0 AND (data LIKE '%blobs%' OR data LIKE '%\\u%')",
+    )?;
+    let rows: Vec<(i64, Object)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                Object {
+                    id: r.get(1)?,
+                    kind: r.get(3)?,
+                    seq: r.get::<_, i64>(2)? as u64,
+                    deleted: false,
+                    data: r.get::<_, Option<String>>(4)?.map(JsonData::from_trusted),
+                    expires: None,
+                    hash: None,
+                    author: None,
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (cid, object) in rows {
+        insert_blob_refs(conn, cid, &object)?;
+    }
+    Ok(())
+}
+
+/// Records the blobs a new version of an object refers to (its old references are gone).
+fn insert_blob_refs(conn: &Connection, cid: i64, object: &Object) -> rusqlite::Result<()> {
+    let names = match (&object.data, object.deleted) {
+        (Some(data), false) => blob::refs(data),
+        _ => return Ok(()),
+    };
+    let mut insert =
+        conn.prepare_cached("INSERT INTO blob_refs (cid, id, hash) VALUES (?1, ?2, ?3)")?;
+    for name in names {
+        insert.execute(params![cid, object.id, name])?;
+    }
+    Ok(())
+}
+
+fn sweep_blobs_in_tx(
+    conn: &Connection,
+    now_ms: u64,
+    retention_ms: u64,
+) -> rusqlite::Result<BlobSweep> {
+    let orphaned = conn.execute(
+        &format!(
+            "UPDATE blobs SET orphaned_ms = ?1 WHERE orphaned_ms IS NULL AND NOT {BLOB_IS_REFERENCED}"
+        ),
+        [now_ms as i64],
+    )?;
+    conn.execute(
+        &format!("UPDATE blobs SET orphaned_ms = NULL WHERE orphaned_ms IS NOT NULL AND {BLOB_IS_REFERENCED}"),
+        [],
+    )?;
+    let cutoff = horizon::purge_before(now_ms, retention_ms) as i64;
+    let collected = conn.execute(
+        "DELETE FROM blobs WHERE orphaned_ms IS NOT NULL AND orphaned_ms < ?1",
+        [cutoff],
+    )?;
+    Ok(BlobSweep {
+        orphaned: orphaned as u64,
+        collected: collected as u64,
+    })
+}
+
+/// Writes rows as they are: a push's planned rows, or a mirror's, verbatim from upstream.
+fn write_objects(
+    conn: &Connection,
+    cid: i64,
+    objects: &[Object],
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO objects (cid, id, seq, type, deleted, data, hash, expires, modified_ms, author)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (cid, id) DO UPDATE SET seq = excluded.seq, type = excluded.type,
+           deleted = excluded.deleted, data = excluded.data, hash = excluded.hash,
+           expires = excluded.expires, modified_ms = excluded.modified_ms,
+           author = excluded.author",
+    )?;
+    // Most collections name no blobs at all: one lookup spares them a delete per row.
+    let may_have_refs: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM blob_refs WHERE cid = ?1)")?
+        .query_row([cid], |r| r.get(0))?;
+    for o in objects {
+        upsert.execute(params![
+            cid,
+            o.id,
+            o.seq as i64,
+            o.kind,
+            o.deleted,
+            o.data.as_ref().map(JsonData::as_str),
+            o.hash,
+            o.expires.map(|e| e as i64),
+            now_ms as i64,
+            o.author,
+        ])?;
+        if may_have_refs {
+            conn.prepare_cached("DELETE FROM blob_refs WHERE cid = ?1 AND id = ?2")?
+                .execute(params![cid, o.id])?;
+        }
+        insert_blob_refs(conn, cid, o)?;
+    }
+    Ok(())
+}
+
+fn apply_mirrored_in_tx(
+    conn: &Connection,
+    key: &CollectionKey,
+    write: MirrorWrite,
+    now_ms: u64,
+    events: &mut GroupEvents,
+) -> rusqlite::Result<MirrorApplied> {
+    let existing = read_head(conn, key)?;
+    let local = existing
+        .as_ref()
+        .map(|(_, h)| h.clone())
+        .unwrap_or_default();
+    match write {
+        MirrorWrite::Append(page) => {
+            let Some((cid, _)) = existing else {
+                return Ok(MirrorApplied::Stale(local));
+            };
+            if local.collection_id != page.collection_id || local.last_seq != page.since {
+                return Ok(MirrorApplied::Stale(local));
+            }
+            // The owner's usage follows the copy like any commit (no quota is enforced: the
+            // upstream already accepted these writes).
+            let mut before = Vec::with_capacity(page.objects.len());
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT deleted, {DATA_BYTES} FROM objects WHERE cid = ?1 AND id = ?2"
+            ))?;
+            for o in &page.objects {
+                before.push(
+                    stmt.query_row(params![cid, o.id], |r| {
+                        Ok(quota::cost(r.get(0)?, r.get::<_, i64>(1)? as u64))
+                    })
+                    .optional()?
+                    .unwrap_or_default(),
+                );
+            }
+            add_usage(conn, &key.owner, quota::delta(&page.objects, &before))?;
+            write_objects(conn, cid, &page.objects, now_ms)?;
+            let head = Head {
+                collection_id: local.collection_id,
+                last_seq: local.last_seq.max(page.until),
+                horizon: local.horizon.max(page.horizon),
+            };
+            conn.prepare_cached(
+                "UPDATE collections SET last_seq = ?1, horizon = ?2, mirrored = 1 WHERE cid = ?3",
+            )?
+            .execute(params![head.last_seq as i64, head.horizon as i64, cid])?;
+            if !page.objects.is_empty() {
+                events.push((key.clone(), Announcement::Rows(page.objects)));
+            }
+            Ok(MirrorApplied::Written(head))
+        }
+        MirrorWrite::Replace(page) => {
+            let epoch = page
+                .collection_id
+                .clone()
+                .expect("a mirror replaces its copy only with an epoch");
+            let cid = match &existing {
+                Some((cid, _)) => {
+                    let (bytes, objects): (i64, i64) = conn
+                        .prepare_cached(&format!(
+                            "SELECT COALESCE(SUM({DATA_BYTES}), 0), COUNT(*) FROM objects WHERE cid = ?1 AND deleted = 0"
+                        ))?
+                        .query_row([cid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    add_usage(
+                        conn,
+                        &key.owner,
+                        UsageDelta {
+                            bytes: -bytes,
+                            objects: -objects,
+                        },
+                    )?;
+                    conn.prepare_cached("DELETE FROM objects WHERE cid = ?1")?
+                        .execute([cid])?;
+                    conn.prepare_cached("DELETE FROM blob_refs WHERE cid = ?1")?
+                        .execute([cid])?;
+                    conn.prepare_cached(
+                        "UPDATE collections SET collection_id = ?1, last_seq = ?2, horizon = ?3, mirrored = 1
+                         WHERE cid = ?4",
+                    )?
+                    .execute(params![epoch, page.until as i64, page.horizon as i64, cid])?;
+                    *cid
+                }
+                None => {
+                    conn.prepare_cached(
+                        "INSERT INTO collections (app, owner, name, collection_id, last_seq, horizon, mirrored)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
+                    )?
+                    .execute(params![key.app, key.owner, key.name, epoch, page.until as i64, page.horizon as i64])?;
+                    conn.last_insert_rowid()
+                }
+            };
+            let nothing_before = vec![UsageDelta::default(); page.objects.len()];
+            add_usage(
+                conn,
+                &key.owner,
+                quota::delta(&page.objects, &nothing_before),
+            )?;
+            write_objects(conn, cid, &page.objects, now_ms)?;
+            let head = Head {
+                collection_id: Some(epoch.clone()),
+                last_seq: page.until,
+                horizon: page.horizon,
+            };
+            if local.collection_id.as_deref() == Some(epoch.as_str()) {
+                // The same epoch, repaired: streams hear of what is newer than they had.
+                let newer: Vec<Object> = page
+                    .objects
+                    .into_iter()
+                    .filter(|o| o.seq > local.last_seq)
+                    .collect();
+                if !newer.is_empty() {
+                    events.push((key.clone(), Announcement::Rows(newer)));
+                }
+            } else {
+                events.push((
+                    key.clone(),
+                    Announcement::Event(LiveEvent::Reset {
+                        collection_id: epoch,
+                        horizon: page.horizon,
+                    }),
+                ));
+            }
+            Ok(MirrorApplied::Written(head))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,10 +34,14 @@
 //! - `config_file`: `--config file.toml`, and flags over it.
 //! - `openapi`: the published OpenAPI document against the routes and real answers.
 //! - `limits`: rate limits per user and per address (429), quotas per owner (507).
+//! - `blobs`: content-addressed blobs: hash check, Range, caching, limits, ACL, collection.
+//! - `mirrors`: chains of read-only mirrors: propagation by hash, switching servers without a
+//!   reset, an upstream that dies and comes back, resets, drift repair.
 //! - `sse`: a small event-stream client for the tests above (not a test module).
 
 mod auth;
 mod bad_input;
+mod blobs;
 mod concurrency_control;
 mod config_file;
 mod contract;
@@ -50,6 +54,7 @@ mod jwks;
 mod lifecycle;
 mod limits;
 mod live;
+mod mirrors;
 mod model;
 mod openapi;
 mod presence;
