@@ -49,6 +49,7 @@ mod tests {
             include_str!("ops.rs"),
             include_str!("channels.rs"),
             include_str!("openapi.rs"),
+            include_str!("blobs.rs"),
             include_str!("resolve.rs"),
         ];
         let mut paths = BTreeSet::new();
@@ -90,7 +91,8 @@ mod tests {
             .filter_map(|l| l.strip_prefix("pub mod ")?.strip_suffix(';'))
             .collect();
         let scanned: BTreeSet<&str> = [
-            "access", "acl", "channels", "data", "events", "info", "openapi", "ops", "resolve",
+            "access", "acl", "blobs", "channels", "data", "events", "info", "openapi", "ops",
+            "resolve",
         ]
         .into();
         assert_eq!(
