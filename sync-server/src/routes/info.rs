@@ -34,9 +34,9 @@ async fn info(
         let usage = state.store.usage(&user).await?;
         let mut quota = quota_report(usage, state.config.quota());
         quota["owner"] = json!(user);
-        // Blobs are stored apart from objects; what they take is reported beside the quota.
-        quota["blob_bytes"] = json!(state.store.blob_bytes(&user).await?);
         info["quota"] = quota;
+        // Blobs are stored apart from objects; what they take is reported beside the quota.
+        info["blob_bytes"] = json!(state.store.blob_bytes(&user).await?);
     }
     Ok(Json(info))
 }

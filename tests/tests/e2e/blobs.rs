@@ -40,7 +40,7 @@ fn get(client: &Client, collection: &str, name: &str, headers: &[(&str, &str)]) 
 }
 
 fn blob_bytes(client: &Client) -> u64 {
-    client.get("/v1/info").expect(200)["quota"]["blob_bytes"]
+    client.get("/v1/info").expect(200)["blob_bytes"]
         .as_u64()
         .expect("/v1/info carries the caller's blob_bytes")
 }
