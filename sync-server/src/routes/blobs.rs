@@ -60,6 +60,32 @@ async fn blob_key(
     Ok((key, name))
 }
 
+/// Blobs count toward the owner's byte quota: an upload that would take data and blobs
+/// together over it is refused (507). Checked before the write rather than in its
+/// transaction, so two uploads racing at the limit can both pass; pushes, which are checked
+/// in their transaction, then find the owner over quota.
+async fn check_quota(state: &AppState, owner: &str, size: u64) -> Result<(), ApiError> {
+    let quota = state.config.quota();
+    if quota.max_bytes.is_none() {
+        return Ok(());
+    }
+    let mut usage = state.store.usage(owner).await?;
+    usage.bytes = usage
+        .bytes
+        .saturating_add(state.store.blob_bytes(owner).await?);
+    let delta = sync_core::quota::UsageDelta {
+        bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        objects: 0,
+    };
+    quota
+        .check(usage, delta)
+        .map_err(|exceeded| ApiError::OverQuota {
+            exceeded,
+            usage,
+            quota,
+        })
+}
+
 async fn put_blob(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,6 +109,7 @@ async fn put_blob(
         });
     }
     let size = bytes.len();
+    check_quota(&state, &key.owner, size as u64).await?;
     let added = state
         .store
         .put_blob(&key, &name, bytes.into(), now_ms())

@@ -31,12 +31,14 @@ async fn info(
         "features": ["pull", "push", "reset", "tombstones", "expires", "etag", "presence", "resolve", "blobs", "mirrors"],
     });
     if let Some(Caller(user)) = caller {
-        let usage = state.store.usage(&user).await?;
+        let mut usage = state.store.usage(&user).await?;
+        let blob_bytes = state.store.blob_bytes(&user).await?;
+        // Blobs count toward the byte quota; their share is also shown on its own.
+        usage.bytes = usage.bytes.saturating_add(blob_bytes);
         let mut quota = quota_report(usage, state.config.quota());
         quota["owner"] = json!(user);
         info["quota"] = quota;
-        // Blobs are stored apart from objects; what they take is reported beside the quota.
-        info["blob_bytes"] = json!(state.store.blob_bytes(&user).await?);
+        info["blob_bytes"] = json!(blob_bytes);
     }
     Ok(Json(info))
 }

@@ -643,7 +643,18 @@ impl Store for PostgresStore {
             // so no two transactions wait on each other), which serialises the quota check
             // between collections of one owner.
             let delta = quota::delta(&rows, &costs);
-            let usage = lock_usage(&tx, &key.owner).await.map_err(pg_error)?;
+            let mut usage = lock_usage(&tx, &key.owner).await.map_err(pg_error)?;
+            // Blobs count toward the byte quota too; summed only when there is one.
+            if context.quota.max_bytes.is_some() {
+                let row = tx
+                    .query_one(
+                        "SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs WHERE owner = $1",
+                        &[&key.owner],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                usage.bytes = usage.bytes.saturating_add(row.get::<_, i64>(0) as u64);
+            }
             if let Err(exceeded) = context.quota.check(usage, delta) {
                 return Ok(PushReply::OverQuota {
                     exceeded,

@@ -552,13 +552,8 @@ impl Store for SqliteStore {
 
     async fn blob_bytes(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_string();
-        self.read(move |conn| {
-            conn.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE owner = ?1")
-                .and_then(|mut stmt| stmt.query_row([owner], |r| r.get::<_, i64>(0)))
-                .map(|n| n as u64)
-                .map_err(sql_error)
-        })
-        .await
+        self.read(move |conn| owner_blob_bytes(conn, &owner).map_err(sql_error))
+            .await
     }
 
     async fn sweep_blobs(&self, now_ms: u64, retention_ms: u64) -> Result<BlobSweep, StoreError> {
@@ -641,6 +636,14 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 /// The size of a row's `data` in bytes, as `sync_core::quota::cost` counts it.
 const DATA_BYTES: &str = "COALESCE(length(CAST(data AS BLOB)), 0)";
+
+/// The bytes of an owner's blobs (through `blobs_by_owner`; `size` comes before the data in
+/// each row, so the blobs' bytes are not read).
+fn owner_blob_bytes(conn: &Connection, owner: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE owner = ?1")?
+        .query_row([owner], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+}
 
 fn read_usage(conn: &Connection, owner: &str) -> rusqlite::Result<Usage> {
     conn.prepare_cached("SELECT bytes, objects FROM usage WHERE owner = ?1")?
@@ -1068,7 +1071,13 @@ fn push_in_tx(
         }
         Plan::Commit(rows) => {
             let delta = quota::delta(&rows, &costs);
-            let usage = read_usage(conn, &key.owner)?;
+            let mut usage = read_usage(conn, &key.owner)?;
+            // Blobs count toward the byte quota too; summed only when there is one.
+            if context.quota.max_bytes.is_some() {
+                usage.bytes = usage
+                    .bytes
+                    .saturating_add(owner_blob_bytes(conn, &key.owner)?);
+            }
             if let Err(exceeded) = context.quota.check(usage, delta) {
                 return Ok(PushReply::OverQuota {
                     exceeded,

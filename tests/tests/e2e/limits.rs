@@ -308,3 +308,60 @@ fn the_owner_pays_for_what_others_write_in_their_collections() {
     let info = server.anonymous().get("/v1/info").expect(200);
     assert!(info.get("quota").is_none(), "{info}");
 }
+
+/// Uploads `bytes` as a blob of alice's notes/todos.
+fn upload_blob(client: &Client, bytes: &[u8]) -> Reply {
+    let name = sync_core::hash::sha256_hex(bytes);
+    client.send(
+        client
+            .request(Method::PUT, &format!("{TODOS}/blobs/{name}"))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec()),
+    )
+}
+
+#[test]
+fn blobs_count_toward_the_byte_quota_for_uploads_and_pushes() {
+    let server = Server::start(&["--quota-bytes", "1000"]);
+    let alice = server.client("alice");
+    alice
+        .push(
+            "notes",
+            "todos",
+            &json!({"objects": [put("a", text_of(100))]}),
+        )
+        .expect(200);
+    upload_blob(&alice, &[1; 600]).expect(201);
+    let info = quota_of(&alice);
+    assert_eq!(info["bytes"], json!({"used": 700, "limit": 1000}), "{info}");
+
+    // 700 + 400 > 1000: the upload is refused and not stored.
+    let big = [2; 400];
+    let body = upload_blob(&alice, &big).expect_error(507, "insufficient_storage");
+    assert_eq!(body["exceeded"], "bytes", "{body}");
+    let name = sync_core::hash::sha256_hex(&big);
+    alice
+        .get(&format!("{TODOS}/blobs/{name}"))
+        .expect_error(404, "not_found");
+
+    // A push that would take data and blobs together over the quota is refused too.
+    let body = alice
+        .post_json(TODOS, &json!({"objects": [put("b", text_of(350))]}))
+        .expect_error(507, "insufficient_storage");
+    assert_eq!(body["quota"]["bytes"], json!({"used": 700, "limit": 1000}));
+    let (objects, _) = pull_all(&alice, "notes", "todos");
+    assert_eq!(
+        ids_and_data(&objects),
+        json!([{"id": "a", "data": text_of(100)}])
+    );
+
+    // What fits still goes in.
+    alice
+        .push(
+            "notes",
+            "todos",
+            &json!({"objects": [put("b", text_of(250))]}),
+        )
+        .expect(200);
+    assert_eq!(quota_of(&alice)["bytes"]["used"], 950);
+}
