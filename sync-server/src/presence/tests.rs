@@ -740,12 +740,11 @@ fn concurrent_writers_leavers_and_sweeps_keep_the_counts_and_lose_no_write() {
     // Each user's last write (seq 2000, odd TTL? 2000 is even: 1 ms) may have expired;
     // what remains is consistent with the counters.
     let later = Now::read();
-    let mut total = 0;
-    let mut active = 0;
     for ch in ["c0", "c1", "c2"] {
+        // One participant per user and channel at most (a user writes to all three channels,
+        // so it may still be in several).
         let participants = presence.participants(&channel(ch), later);
-        total += participants.len();
-        active += usize::from(!participants.is_empty());
+        assert!(participants.len() <= 8, "{ch}: {}", participants.len());
     }
     presence.sweep(later.at + Duration::from_secs(120));
     assert_eq!(
@@ -753,7 +752,6 @@ fn concurrent_writers_leavers_and_sweeps_keep_the_counts_and_lose_no_write() {
         (0, 0),
         "every admitted participant was counted out once"
     );
-    assert!(total <= 8 && active <= 3);
     assert_eq!(presence.channel_objects(), 0);
 }
 
