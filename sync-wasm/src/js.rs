@@ -34,16 +34,8 @@ pub fn to_json(value: &JsValue) -> Option<String> {
 }
 
 /// `n` in decimal, without the formatting machinery.
-pub fn decimal(mut n: u64) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    digits[at..].iter().map(|&d| char::from(d)).collect()
+pub fn decimal(n: u64) -> String {
+    let mut out = String::new();
+    sync_core::object::write_decimal(&mut out, n);
+    out
 }
