@@ -9,6 +9,9 @@
 //!   collection are serialised for free.
 //! - **Readers** use their own connections (WAL mode), so they never wait for the writer, and
 //!   each pull reads in one snapshot.
+//! - **Checkpoints** (folding the WAL back into the database file, with its fsync) run on a
+//!   thread and connection of their own, woken by commits, so that the writer never pauses
+//!   for them; its automatic checkpoints are off.
 //!
 //! # Durability
 //!
@@ -21,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -240,12 +244,22 @@ impl SqliteStore {
                 "the database failed its integrity check: {check}"
             )));
         }
+        // Checkpoints run on their own connection and thread, so that the writer never stops
+        // committing to copy WAL pages into the database file and fsync it.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(sql_error)?;
+        let checkpoints = open_connection(&path).map_err(sql_error)?;
+        let (committed, commits) = mpsc::sync_channel(1);
+        let checkpointer = std::thread::Builder::new()
+            .name("sqlite-checkpointer".into())
+            .spawn(move || run_checkpointer(checkpoints, commits))
+            .map_err(|e| StoreError::Internal(format!("starting the checkpointer: {e}")))?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let backlog = Arc::new(AtomicUsize::new(0));
         let writer_backlog = backlog.clone();
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx, writer_backlog, hub))
+            .spawn(move || run_writer(conn, rx, writer_backlog, hub, committed, checkpointer))
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
         Ok(SqliteStore {
             path,
@@ -760,11 +774,30 @@ fn read_page(
     Ok(page.finish(head, query.since))
 }
 
+/// How often at most the checkpointer runs while commits keep coming.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Folds the WAL back into the database file after commits, off the writer's thread: a
+/// `PASSIVE` checkpoint copies what no reader still needs and never blocks the writer, which
+/// goes on appending meanwhile. The writer's own automatic checkpoints are off; this thread
+/// does what they did, at most every [`CHECKPOINT_EVERY`]. It ends when the writer drops
+/// `commits`, which the writer does before its final `TRUNCATE` checkpoint.
+fn run_checkpointer(conn: Connection, commits: mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+        std::thread::sleep(CHECKPOINT_EVERY);
+    }
+}
+
 fn run_writer(
     mut conn: Connection,
     jobs: mpsc::Receiver<Job>,
     backlog: Arc<AtomicUsize>,
     hub: Arc<Hub>,
+    committed: mpsc::SyncSender<()>,
+    checkpointer: JoinHandle<()>,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
@@ -777,6 +810,8 @@ fn run_writer(
         let taken = group.len();
         let (answers, events) = commit_group(&mut conn, group);
         backlog.fetch_sub(taken, Ordering::Relaxed);
+        // Wakes the checkpointer, or finds it already due to run (the channel holds one).
+        let _ = committed.try_send(());
         // Subscribers hear of a commit before its writer does, and never of one that failed.
         // Whether anyone listens is asked only now, after the commit: a stream that subscribes
         // later reads its backlog after the commit, so it finds these rows there.
@@ -799,6 +834,8 @@ fn run_writer(
             }
         }
     }
+    drop(committed);
+    let _ = checkpointer.join();
     // Leave a clean database behind: fold the WAL back into the main file.
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %e, "final checkpoint failed");
