@@ -568,7 +568,7 @@ export function makeSyncClient(core) {
           ? this.#plan.soonDelay(now, false)
           : this.#plan.periodicDelay(now, pageHidden());
       this.#setTimer(delay);
-      if (this.#wantLive && !this.#live && this.#lastOk) this.#openLive();
+      if (this.#wantLive && !this.#live && this.#lastOk) this.#openLive().catch(() => {});
     }
   };
 }
