@@ -69,10 +69,7 @@ async fn check_quota(state: &AppState, owner: &str, size: u64) -> Result<(), Api
     if quota.max_bytes.is_none() {
         return Ok(());
     }
-    let mut usage = state.store.usage(owner).await?;
-    usage.bytes = usage
-        .bytes
-        .saturating_add(state.store.blob_bytes(owner).await?);
+    let usage = state.store.quota_usage(owner).await?;
     let delta = sync_core::quota::UsageDelta {
         bytes: i64::try_from(size).unwrap_or(i64::MAX),
         objects: 0,

@@ -205,6 +205,13 @@ pub trait Store: Send + Sync + 'static {
     /// The bytes of all the blobs an owner's collections hold, in every app (for quotas).
     async fn blob_bytes(&self, owner: &str) -> Result<u64, StoreError>;
 
+    /// An owner's usage as the quota counts it: their objects' data and their blobs.
+    async fn quota_usage(&self, owner: &str) -> Result<Usage, StoreError> {
+        let mut usage = self.usage(owner).await?;
+        usage.bytes = usage.bytes.saturating_add(self.blob_bytes(owner).await?);
+        Ok(usage)
+    }
+
     /// Marks the blobs that no live object of their collection refers to (see
     /// `sync_core::blob`) and deletes those unreferenced for longer than `retention_ms`.
     async fn sweep_blobs(&self, now_ms: u64, retention_ms: u64) -> Result<BlobSweep, StoreError>;

@@ -646,14 +646,8 @@ impl Store for PostgresStore {
             let mut usage = lock_usage(&tx, &key.owner).await.map_err(pg_error)?;
             // Blobs count toward the byte quota too; summed only when there is one.
             if context.quota.max_bytes.is_some() {
-                let row = tx
-                    .query_one(
-                        "SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs WHERE owner = $1",
-                        &[&key.owner],
-                    )
-                    .await
-                    .map_err(pg_error)?;
-                usage.bytes = usage.bytes.saturating_add(row.get::<_, i64>(0) as u64);
+                let blobs = owner_blob_bytes(&tx, &key.owner).await.map_err(pg_error)?;
+                usage.bytes = usage.bytes.saturating_add(blobs);
             }
             if let Err(exceeded) = context.quota.check(usage, delta) {
                 return Ok(PushReply::OverQuota {
@@ -744,23 +738,7 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         let (cid, head) = head_from_row(&row);
-        // Everything live in the collection goes, and so does what it cost its owner.
-        let freed = tx
-            .query_one(
-                &format!("SELECT COALESCE(SUM({DATA_BYTES}), 0)::int8, COUNT(*) FROM objects WHERE cid = $1 AND NOT deleted"),
-                &[&cid],
-            )
-            .await
-            .map_err(pg_error)?;
-        let freed = UsageDelta {
-            bytes: -freed.get::<_, i64>(0),
-            objects: -freed.get::<_, i64>(1),
-        };
-        add_usage(&tx, &key.owner, freed).await.map_err(pg_error)?;
-        tx.execute("DELETE FROM objects WHERE cid = $1", &[&cid])
-            .await
-            .map_err(pg_error)?;
-        tx.execute("DELETE FROM blob_refs WHERE cid = $1", &[&cid])
+        empty_collection(&tx, &key.owner, cid)
             .await
             .map_err(pg_error)?;
         tx.execute("DELETE FROM pushes WHERE cid = $1", &[&cid])
@@ -1045,15 +1023,9 @@ impl Store for PostgresStore {
 
     async fn blob_bytes(&self, owner: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .client
-            .query_one(
-                "SELECT COALESCE(SUM(size), 0)::int8 FROM blobs WHERE owner = $1",
-                &[&owner],
-            )
+        owner_blob_bytes(&client.client, owner)
             .await
-            .map_err(pg_error)?;
-        Ok(row.get::<_, i64>(0) as u64)
+            .map_err(pg_error)
     }
 
     async fn sweep_blobs(&self, now_ms: u64, retention_ms: u64) -> Result<BlobSweep, StoreError> {
@@ -1171,22 +1143,7 @@ impl Store for PostgresStore {
                     .expect("a mirror replaces its copy only with an epoch");
                 let cid: i64 = match &existing {
                     Some((cid, _)) => {
-                        let freed = tx
-                            .query_one(
-                                &format!("SELECT COALESCE(SUM({DATA_BYTES}), 0)::int8, COUNT(*) FROM objects WHERE cid = $1 AND NOT deleted"),
-                                &[cid],
-                            )
-                            .await
-                            .map_err(pg_error)?;
-                        let freed = UsageDelta {
-                            bytes: -freed.get::<_, i64>(0),
-                            objects: -freed.get::<_, i64>(1),
-                        };
-                        add_usage(&tx, &key.owner, freed).await.map_err(pg_error)?;
-                        tx.execute("DELETE FROM objects WHERE cid = $1", &[cid])
-                            .await
-                            .map_err(pg_error)?;
-                        tx.execute("DELETE FROM blob_refs WHERE cid = $1", &[cid])
+                        empty_collection(&tx, &key.owner, *cid)
                             .await
                             .map_err(pg_error)?;
                         tx.execute(
@@ -1298,6 +1255,45 @@ async fn lock_usage(
 }
 
 /// Adds `delta` to an owner's usage counter (in the caller's transaction).
+/// The bytes of an owner's blobs (they count toward the byte quota).
+async fn owner_blob_bytes(
+    client: &impl deadpool_postgres::GenericClient,
+    owner: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT COALESCE(SUM(size), 0)::int8 FROM blobs WHERE owner = $1",
+            &[&owner],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Empties collection `cid` (its objects and their blob references) and gives its owner back
+/// what the live objects cost. The collection's row, epoch and push records are the caller's.
+async fn empty_collection(
+    tx: &tokio_postgres::Transaction<'_>,
+    owner: &str,
+    cid: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let freed = tx
+        .query_one(
+            &format!("SELECT COALESCE(SUM({DATA_BYTES}), 0)::int8, COUNT(*) FROM objects WHERE cid = $1 AND NOT deleted"),
+            &[&cid],
+        )
+        .await?;
+    let freed = UsageDelta {
+        bytes: -freed.get::<_, i64>(0),
+        objects: -freed.get::<_, i64>(1),
+    };
+    add_usage(tx, owner, freed).await?;
+    tx.execute("DELETE FROM objects WHERE cid = $1", &[&cid])
+        .await?;
+    tx.execute("DELETE FROM blob_refs WHERE cid = $1", &[&cid])
+        .await?;
+    Ok(())
+}
+
 async fn add_usage(
     tx: &tokio_postgres::Transaction<'_>,
     owner: &str,

@@ -659,6 +659,29 @@ fn owner_blob_bytes(conn: &Connection, owner: &str) -> rusqlite::Result<u64> {
         .map(|n| n as u64)
 }
 
+/// Empties collection `cid` (its objects and their blob references) and gives its owner back
+/// what the live objects cost. The collection's row, epoch and push records are the caller's.
+fn empty_collection(conn: &Connection, owner: &str, cid: i64) -> rusqlite::Result<()> {
+    let (bytes, objects): (i64, i64) = conn
+        .prepare_cached(&format!(
+            "SELECT COALESCE(SUM({DATA_BYTES}), 0), COUNT(*) FROM objects WHERE cid = ?1 AND deleted = 0"
+        ))?
+        .query_row([cid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    add_usage(
+        conn,
+        owner,
+        UsageDelta {
+            bytes: -bytes,
+            objects: -objects,
+        },
+    )?;
+    conn.prepare_cached("DELETE FROM objects WHERE cid = ?1")?
+        .execute([cid])?;
+    conn.prepare_cached("DELETE FROM blob_refs WHERE cid = ?1")?
+        .execute([cid])?;
+    Ok(())
+}
+
 fn read_usage(conn: &Connection, owner: &str) -> rusqlite::Result<Usage> {
     conn.prepare_cached("SELECT bytes, objects FROM usage WHERE owner = ?1")?
         .query_row([owner], |r| {
@@ -1174,23 +1197,7 @@ fn reset_in_tx(conn: &Connection, key: &CollectionKey) -> rusqlite::Result<Head>
     match read_head(conn, key)? {
         Some((cid, head)) => {
             // Everything live in the collection goes, and so does what it cost its owner.
-            let (bytes, objects): (i64, i64) = conn
-                .prepare_cached(&format!(
-                    "SELECT COALESCE(SUM({DATA_BYTES}), 0), COUNT(*) FROM objects WHERE cid = ?1 AND deleted = 0"
-                ))?
-                .query_row([cid], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            add_usage(
-                conn,
-                &key.owner,
-                UsageDelta {
-                    bytes: -bytes,
-                    objects: -objects,
-                },
-            )?;
-            conn.prepare_cached("DELETE FROM objects WHERE cid = ?1")?
-                .execute([cid])?;
-            conn.prepare_cached("DELETE FROM blob_refs WHERE cid = ?1")?
-                .execute([cid])?;
+            empty_collection(conn, &key.owner, cid)?;
             conn.prepare_cached("DELETE FROM pushes WHERE cid = ?1")?
                 .execute([cid])?;
             // Seqs keep counting up across epochs and every old cursor falls below the horizon,
@@ -1467,23 +1474,7 @@ fn apply_mirrored_in_tx(
                 .expect("a mirror replaces its copy only with an epoch");
             let cid = match &existing {
                 Some((cid, _)) => {
-                    let (bytes, objects): (i64, i64) = conn
-                        .prepare_cached(&format!(
-                            "SELECT COALESCE(SUM({DATA_BYTES}), 0), COUNT(*) FROM objects WHERE cid = ?1 AND deleted = 0"
-                        ))?
-                        .query_row([cid], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    add_usage(
-                        conn,
-                        &key.owner,
-                        UsageDelta {
-                            bytes: -bytes,
-                            objects: -objects,
-                        },
-                    )?;
-                    conn.prepare_cached("DELETE FROM objects WHERE cid = ?1")?
-                        .execute([cid])?;
-                    conn.prepare_cached("DELETE FROM blob_refs WHERE cid = ?1")?
-                        .execute([cid])?;
+                    empty_collection(conn, &key.owner, *cid)?;
                     conn.prepare_cached(
                         "UPDATE collections SET collection_id = ?1, last_seq = ?2, horizon = ?3, mirrored = 1
                          WHERE cid = ?4",
