@@ -4,14 +4,17 @@
 #
 # Builds sync-server and sync-bench in release, installs Kinto into target/bench/venv if it
 # is missing, then starts each system in turn with fresh state -- Tidemark (SQLite, new
-# temporary data directory), Kinto (memory), Kinto (PostgreSQL, database dropped and
-# recreated) --, checks it with `sync-bench smoke`, runs the same workloads against it with
-# `sync-bench run`, and stops it. Finally `sync-bench report` writes the table.
+# temporary data directory), Tidemark (PostgreSQL), Kinto (memory), Kinto (PostgreSQL); each
+# PostgreSQL database is dropped and recreated --, checks it with `sync-bench smoke`, runs the
+# same workloads against it with `sync-bench run`, and stops it. Finally `sync-bench report`
+# writes the table. Sections of the old report that the table does not hold (the ones other
+# bench scripts append: presence, fan-out, SDK size, ...) are kept at its end.
 #
 # Usage: scripts/bench.sh [options] [-- extra flags for `sync-bench run`]
 #   --quick              small sizes, 2 repetitions, for trying the script (about 10 minutes)
 #   --reps N             repetitions of each measurement (default 5)
-#   --systems LIST       comma-separated subset of tidemark,kinto-memory,kinto-postgresql
+#   --systems LIST       comma-separated subset of
+#                        tidemark,tidemark-postgresql,kinto-memory,kinto-postgresql
 #   --pull-records N     records in the pull test's collection (default 100000)
 #   --growth-budget S    seconds each system may spend growing its collection (default 240)
 #   --kinto-workers N    gunicorn processes for Kinto with PostgreSQL (default 4; the memory
@@ -31,7 +34,7 @@ ROOT=$(pwd)
 
 QUICK=0
 REPS=5
-SYSTEMS=tidemark,kinto-memory,kinto-postgresql
+SYSTEMS=tidemark,tidemark-postgresql,kinto-memory,kinto-postgresql
 GROWTH_BUDGET=240
 PULL_RECORDS=100000
 KINTO_WORKERS=4
@@ -65,6 +68,8 @@ PG_HOST=127.0.0.1
 PG_PORT=5432
 PG_DB=kinto_bench
 PG_URL="postgresql://postgres@$PG_HOST:$PG_PORT/$PG_DB"
+TIDEMARK_PG_DB=tidemark_bench
+TIDEMARK_PG_URL="postgres://postgres@$PG_HOST:$PG_PORT/$TIDEMARK_PG_DB"
 VENV=$ROOT/target/bench/venv
 BENCH=$ROOT/target/release/sync-bench
 SERVER=$ROOT/target/release/sync-server
@@ -149,15 +154,24 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Starts Tidemark on a fresh data directory; sets URL.
+# Starts Tidemark on a fresh SQLite data directory, or with `postgresql` on a freshly
+# recreated database; sets URL.
 start_tidemark() {
+    local backend=${1:-sqlite} name=tidemark storage
     DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tidemark-bench.XXXXXX")
-    spawn "$WORK/tidemark.out" "$WORK/tidemark.log" "$SERVER" --listen 127.0.0.1:0 --data "$DATA_DIR"
+    storage=(--data "$DATA_DIR")
+    if [ "$backend" = postgresql ]; then
+        name=tidemark-postgresql
+        ensure_postgres
+        logged psql -q -h "$PG_HOST" -p "$PG_PORT" -U postgres -c "DROP DATABASE IF EXISTS $TIDEMARK_PG_DB WITH (FORCE)" -c "CREATE DATABASE $TIDEMARK_PG_DB"
+        storage=(--database "$TIDEMARK_PG_URL")
+    fi
+    spawn "$WORK/$name.out" "$WORK/$name.log" "$SERVER" --listen 127.0.0.1:0 "${storage[@]}"
     URL=
     for _ in $(seq 1 300); do
-        URL=$(sed -n 's/^tidemark listening on //p' "$WORK/tidemark.out" | head -n 1)
+        URL=$(sed -n 's/^tidemark listening on //p' "$WORK/$name.out" | head -n 1)
         [ -n "$URL" ] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/tidemark.log" >&2; exit 1; }
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/$name.log" >&2; exit 1; }
         sleep 0.1
     done
     [ -n "$URL" ] || { echo "sync-server did not print its address" >&2; exit 1; }
@@ -261,7 +275,10 @@ for system in "${WANTED[@]}"; do
     case "$system" in
         tidemark)
             label="Tidemark (SQLite)"; dialect=tidemark; load=("${TIDEMARK_LOAD[@]}")
-            start_tidemark ;;
+            start_tidemark sqlite ;;
+        tidemark-postgresql)
+            label="Tidemark (PostgreSQL)"; dialect=tidemark; load=("${TIDEMARK_LOAD[@]}")
+            start_tidemark postgresql ;;
         kinto-memory)
             label="Kinto (memory)"; dialect=kinto; load=("${KINTO_LOAD[@]}")
             start_kinto memory 1 ;;
@@ -284,22 +301,29 @@ for system in "${WANTED[@]}"; do
 done
 
 say "writing $OUT"
-NOTES+=("**Tidemark:** commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- sync-core sync-server || echo ' plus uncommitted changes in sync-core/sync-server'), \`sync-server\` release build, SQLite WAL with \`synchronous = FULL\`, default limits (\`--max-batch 1000\`, \`--max-pull-limit 10000\`)")
+NOTES+=("**Tidemark:** commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- sync-core sync-server || echo ' plus uncommitted changes in sync-core/sync-server'), \`sync-server\` release build, default limits (\`--max-batch 1000\`, \`--max-pull-limit 10000\`); SQLite: WAL with \`synchronous = FULL\`; PostgreSQL: one node, its default pool of 16 connections, database \`$TIDEMARK_PG_DB\` recreated for the run")
 if [ "$needs_kinto" = 1 ]; then
     NOTES+=("**Kinto:** $KINTO_VERSION under gunicorn (gthread, $KINTO_THREADS threads per process; 1 process for the memory backend, whose data lives in the process; $KINTO_WORKERS for PostgreSQL), logging at WARNING, basicauth, \`batch_max_requests = 1000\`, \`storage_max_fetch_size = 10000\`; storage, permission and cache all on the same backend")
 fi
 case ",$SYSTEMS," in
-    *,kinto-postgresql,*)
+    *,kinto-postgresql,* | *,tidemark-postgresql,*)
         pg=$(psql -Atq -h "$PG_HOST" -p "$PG_PORT" -U postgres -c 'SHOW server_version' | head -n 1)
         settings=$(psql -Atq -h "$PG_HOST" -p "$PG_PORT" -U postgres -F ' = ' \
             -c "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_sync_method', 'shared_buffers') ORDER BY name" \
             | paste -sd ';' | sed 's/;/, /g')
-        NOTES+=("**PostgreSQL:** $pg on the same machine (127.0.0.1:5432), database \`$PG_DB\` recreated for the run; $settings")
+        NOTES+=("**PostgreSQL:** $pg on the same machine (127.0.0.1:5432), one database per system recreated for its run; $settings")
         ;;
 esac
 NOTES+=("**Load average** (1, 5, 15 min) as each system started → finished (2 cores; other builds share the machine): $(IFS=';'; echo "${LOADS[*]}" | sed 's/;/; /g')")
 NOTE_FLAGS=()
 for note in "${NOTES[@]}"; do NOTE_FLAGS+=(--note "$note"); done
 "$BENCH" report --results "${RESULTS[@]}" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
-    --commands "$COMMANDS" "${NOTE_FLAGS[@]}" --out "$OUT"
+    --commands "$COMMANDS" "${NOTE_FLAGS[@]}" --out "$WORK/report.md"
+# Keep the sections the other bench scripts appended to the old report.
+if [ -f "$OUT" ]; then
+    python3 scripts/keep_sections.py "$OUT" "$WORK/report.md" > "$WORK/report-kept.md"
+    mv "$WORK/report-kept.md" "$OUT"
+else
+    cp "$WORK/report.md" "$OUT"
+fi
 say "done: $OUT (raw results and logs in ${WORK#$ROOT/})"

@@ -67,7 +67,7 @@ pub mod sorted_map;
 pub use commit::{check_pull, decide_push, Current, Decision, Head};
 pub use error::{ErrorBody, ErrorCode};
 pub use json::JsonData;
-pub use object::Object;
+pub use object::{Object, ObjectRef};
 pub use pull::{PullAnswer, PullQuery};
 pub use push::{Conflict, ConflictReason, Limits, PushObject, PushOk, PushRequest};
 pub use replica::{

@@ -59,28 +59,71 @@ impl Object {
     /// Pull pages are the server's hottest path; writing them by hand avoids re-validating
     /// every stored `data` text, which serde's raw-value path would do.
     pub fn write_json(&self, out: &mut String) {
+        self.as_ref().write_json(out);
+    }
+
+    /// The same object, borrowed.
+    pub fn as_ref(&self) -> ObjectRef<'_> {
+        ObjectRef {
+            id: &self.id,
+            kind: &self.kind,
+            seq: self.seq,
+            deleted: self.deleted,
+            data: self.data.as_ref().map(JsonData::as_str),
+            expires: self.expires,
+            hash: self.hash.as_deref(),
+            author: self.author.as_deref(),
+        }
+    }
+}
+
+/// An [`Object`] whose text fields are borrowed: a server writes pull pages straight from
+/// its database rows through this, without allocating an `Object` per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectRef<'a> {
+    /// See [`Object::id`].
+    pub id: &'a str,
+    /// See [`Object::kind`].
+    pub kind: &'a str,
+    /// See [`Object::seq`].
+    pub seq: u64,
+    /// See [`Object::deleted`].
+    pub deleted: bool,
+    /// See [`Object::data`]: JSON text, already validated when it was stored.
+    pub data: Option<&'a str>,
+    /// See [`Object::expires`].
+    pub expires: Option<u64>,
+    /// See [`Object::hash`].
+    pub hash: Option<&'a str>,
+    /// See [`Object::author`].
+    pub author: Option<&'a str>,
+}
+
+impl ObjectRef<'_> {
+    /// Appends the object's JSON to `out`; see [`Object::write_json`].
+    pub fn write_json(&self, out: &mut String) {
         out.push_str("{\"id\":");
-        write_json_string(out, &self.id);
+        write_json_string(out, self.id);
         out.push_str(",\"type\":");
-        write_json_string(out, &self.kind);
+        write_json_string(out, self.kind);
         out.push_str(",\"seq\":");
         write_decimal(out, self.seq);
         if self.deleted {
             out.push_str(",\"deleted\":true");
         }
-        if let Some(data) = &self.data {
+        if let Some(data) = self.data {
             out.push_str(",\"data\":");
-            out.push_str(data.as_str());
+            out.push_str(data);
         }
         if let Some(expires) = self.expires {
             out.push_str(",\"expires\":");
             write_decimal(out, expires);
         }
-        if let Some(hash) = &self.hash {
+        if let Some(hash) = self.hash {
             out.push_str(",\"hash\":");
             write_json_string(out, hash);
         }
-        if let Some(author) = &self.author {
+        if let Some(author) = self.author {
             out.push_str(",\"author\":");
             write_json_string(out, author);
         }

@@ -113,10 +113,10 @@ async fn pull(
     }
     let page = state
         .store
-        .pull(&key, &query)
+        .pull_json(&key, &query)
         .await?
         .map_err(ApiError::Reset)?;
-    let mut response = json_text_response(StatusCode::OK, page.answer.to_json());
+    let mut response = json_text_response(StatusCode::OK, page.json);
     let h = response.headers_mut();
     h.insert(header::ETAG, etag(&page.head));
     h.insert("x-sync-poll-time", state.config.poll_time.as_secs().into());
