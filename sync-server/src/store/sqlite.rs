@@ -298,6 +298,32 @@ impl SqliteStore {
         self.write(|reply| Job::Other { work, reply }).await
     }
 
+    /// The common part of `pull` and `pull_json`: in one read transaction (so that the head
+    /// and the rows come from the same snapshot), the head, then the reset check, then
+    /// `read` of the rows; a collection never written to gets `unwritten` of its empty page.
+    async fn read_pull_page<T: Send + 'static>(
+        &self,
+        key: &CollectionKey,
+        query: &PullQuery,
+        unwritten: impl FnOnce(PullPage) -> T + Send + 'static,
+        read: impl FnOnce(&Transaction<'_>, i64, &Head, &PullQuery) -> rusqlite::Result<T>
+            + Send
+            + 'static,
+    ) -> Result<Result<T, ResetAnswer>, StoreError> {
+        let (key, query) = (key.clone(), query.clone());
+        self.read(move |conn| {
+            let tx = conn.transaction().map_err(sql_error)?;
+            let Some((cid, head)) = read_head(&tx, &key).map_err(sql_error)? else {
+                return Ok(unwritten_page(&query).map(unwritten));
+            };
+            if check_pull(&head, query.since, query.horizon).is_err() {
+                return Ok(Err(reset_answer(&head)));
+            }
+            read(&tx, cid, &head, &query).map(Ok).map_err(sql_error)
+        })
+        .await
+    }
+
     /// Runs `f` on a read connection on a blocking thread.
     async fn read<T: Send + 'static>(
         &self,
@@ -390,19 +416,18 @@ impl Store for SqliteStore {
         key: &CollectionKey,
         query: &PullQuery,
     ) -> Result<Result<PullPage, ResetAnswer>, StoreError> {
-        let (key, query) = (key.clone(), query.clone());
-        self.read(move |conn| {
-            // One transaction: the head and the rows come from the same snapshot.
-            let tx = conn.transaction().map_err(sql_error)?;
-            let Some((cid, head)) = read_head(&tx, &key).map_err(sql_error)? else {
-                return Ok(unwritten_page(&query));
-            };
-            if check_pull(&head, query.since, query.horizon).is_err() {
-                return Ok(Err(reset_answer(&head)));
-            }
-            let answer = read_page(&tx, cid, &head, &query).map_err(sql_error)?;
-            Ok(Ok(PullPage { answer, head }))
-        })
+        self.read_pull_page(
+            key,
+            query,
+            |page| page,
+            |tx, cid, head, query| {
+                let answer = read_page(tx, cid, head, query)?;
+                Ok(PullPage {
+                    answer,
+                    head: head.clone(),
+                })
+            },
+        )
         .await
     }
 
@@ -411,21 +436,16 @@ impl Store for SqliteStore {
         key: &CollectionKey,
         query: &PullQuery,
     ) -> Result<Result<PullJson, ResetAnswer>, StoreError> {
-        let (key, query) = (key.clone(), query.clone());
-        self.read(move |conn| {
-            // As in `pull`: the head and the rows from one snapshot.
-            let tx = conn.transaction().map_err(sql_error)?;
-            let Some((cid, head)) = read_head(&tx, &key).map_err(sql_error)? else {
-                return Ok(unwritten_page(&query).map(|page| PullJson {
-                    json: page.answer.to_json(),
-                    head: page.head,
-                }));
-            };
-            if check_pull(&head, query.since, query.horizon).is_err() {
-                return Ok(Err(reset_answer(&head)));
-            }
-            let json = read_page_json(&tx, cid, &head, &query).map_err(sql_error)?;
-            Ok(Ok(PullJson { json, head }))
+        let unwritten = |page: PullPage| PullJson {
+            json: page.answer.to_json(),
+            head: page.head,
+        };
+        self.read_pull_page(key, query, unwritten, |tx, cid, head, query| {
+            let json = read_page_json(tx, cid, head, query)?;
+            Ok(PullJson {
+                json,
+                head: head.clone(),
+            })
         })
         .await
     }
