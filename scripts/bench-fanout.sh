@@ -38,7 +38,9 @@ done
 
 say() { printf '\n==> %s\n' "$*" >&2; }
 
-OUT_DIR=$ROOT/target/bench
+# Cargo's target directory (CARGO_TARGET_DIR if set); the command shown says `target/`.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT_DIR=$TARGET_DIR/bench
 mkdir -p "$OUT_DIR"
 MD=$OUT_DIR/fanout.md
 JSON=$OUT_DIR/fanout.json
@@ -63,10 +65,11 @@ while awk -v max="$MAX_LOAD" '{ exit !($1 > max) }' /proc/loadavg && [ "$waited"
 done
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-CMD=(target/release/sync-bench fanout --subscribers 1000,10000 --writes 20 --reps 5
+CMD=("$TARGET_DIR/release/sync-bench" fanout --subscribers 1000,10000 --writes 20 --reps 5
     --spacing-ms 100 --out "$JSON" --markdown "$TABLE" "${EXTRA[@]}")
 printf -v CMD_LINE '%q ' "${CMD[@]}"
 CMD_LINE=${CMD_LINE% }
+CMD_LINE=${CMD_LINE//$TARGET_DIR\//target/}
 CMD_LINE=${CMD_LINE//$ROOT\//}
 say "$CMD_LINE"
 "${CMD[@]}" > /dev/null
