@@ -45,7 +45,7 @@ use tokio::task::JoinSet;
 
 use crate::dialect::{Base, Dialect, Write};
 use crate::http::Http;
-use crate::local::{default_server_bin, memory, Memory, Started};
+use crate::local::{cpu_seconds, default_server_bin, memory, Memory, Started};
 use crate::params::{DialectName, Target};
 use crate::results::median;
 
@@ -170,6 +170,10 @@ pub struct FanoutRun {
     pub max_ms: f64,
     /// The median push round trip, in ms.
     pub push_p50_ms: f64,
+    /// The server's CPU seconds over the repetition's wall seconds (cores used).
+    pub server_cores: Option<f64>,
+    /// This load generator's own cores used, for context (it shares the machine).
+    pub client_cores: Option<f64>,
 }
 
 /// What the subscriber tasks share with the driver.
@@ -514,6 +518,11 @@ async fn level(
     for (rep, pushes) in prepared.iter().enumerate() {
         let mut started_at: HashMap<u64, u64> = HashMap::new();
         let mut push_times = Vec::new();
+        let cpu_before = (
+            Instant::now(),
+            pid.and_then(|p| cpu_seconds(Some(p))),
+            cpu_seconds(None),
+        );
         for request in pushes {
             let before = shared.delivered.load(Ordering::Acquire);
             let t0 = shared.now();
@@ -523,6 +532,13 @@ async fn level(
             wait_for(&shared, before + n as u64, timeout).await;
             tokio::time::sleep(Duration::from_millis(p.spacing_ms)).await;
         }
+        let wall = cpu_before.0.elapsed().as_secs_f64().max(1e-9);
+        let cores = |before: Option<f64>, after: Option<f64>| match (before, after) {
+            (Some(b), Some(a)) => Some((a - b) / wall),
+            _ => None,
+        };
+        let server_cores = cores(cpu_before.1, pid.and_then(|p| cpu_seconds(Some(p))));
+        let client_cores = cores(cpu_before.2, cpu_seconds(None));
         let mut latency =
             Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
         let mut received = 0;
@@ -542,11 +558,20 @@ async fn level(
             p99_ms: ms(0.99),
             max_ms: latency.max() as f64 / 1000.0,
             push_p50_ms: median(&push_times),
+            server_cores,
+            client_cores,
         };
         eprintln!(
             "  fanout n={n} rep={rep}: {} of {} deliveries, p50 {:.2} ms, p99 {:.2} ms, max \
-             {:.2} ms; push p50 {:.2} ms",
-            run.received, run.expected, run.p50_ms, run.p99_ms, run.max_ms, run.push_p50_ms
+             {:.2} ms; push p50 {:.2} ms; server {} cores, client {} cores",
+            run.received,
+            run.expected,
+            run.p50_ms,
+            run.p99_ms,
+            run.max_ms,
+            run.push_p50_ms,
+            cores_text(run.server_cores),
+            cores_text(run.client_cores)
         );
         runs.push(run);
     }
@@ -695,6 +720,16 @@ async fn follow(
     }
 }
 
+fn cores_text(cores: Option<f64>) -> String {
+    cores.map_or("?".into(), |c| format!("{c:.2}"))
+}
+
+/// The median over a level's repetitions of a CPU reading, if every one has it.
+fn pick_cores(level: &FanoutLevel, f: fn(&FanoutRun) -> Option<f64>) -> Option<f64> {
+    let values: Option<Vec<f64>> = level.runs.iter().map(f).collect();
+    values.filter(|v| !v.is_empty()).map(|v| median(&v))
+}
+
 /// The results as a Markdown table, one row per subscriber count.
 pub fn render(r: &FanoutResult, p: &FanoutParams) -> String {
     let mut s = String::new();
@@ -706,14 +741,14 @@ pub fn render(r: &FanoutResult, p: &FanoutParams) -> String {
          commit included); p50/p99/max over every subscriber × write of a repetition, then the \
          median of the repetitions. RSS per idle subscriber = (the server's VmRSS with every \
          stream open, caught up and idle for {} s − its VmRSS before they connected) / \
-         subscribers.\n\n",
+         subscribers. Cores = CPU seconds over wall seconds during the repetitions (medians).\n\n",
         p.reps, p.writes, p.spacing_ms, p.settle_secs
     ));
     s.push_str(
         "| subscribers | delivery p50 ms | p99 ms | max ms | RSS per idle subscriber | \
-         deliveries | p99 per repetition ms | push p50 ms |\n",
+         deliveries | p99 per repetition ms | push p50 ms | server / client cores |\n",
     );
-    s.push_str("|---|---|---|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for level in &r.levels {
         let received: u64 = level.runs.iter().map(|r| r.received).sum();
         let expected: u64 = level.runs.iter().map(|r| r.expected).sum();
@@ -723,7 +758,7 @@ pub fn render(r: &FanoutResult, p: &FanoutParams) -> String {
             .map(|r| format!("{:.1}", r.p99_ms))
             .collect();
         s.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {} | {received} of {expected} | {} | {:.2} |\n",
+            "| {} | {:.2} | {:.2} | {:.2} | {} | {received} of {expected} | {} | {:.2} | {} / {} |\n",
             level.subscribers,
             level.median_p50_ms,
             level.median_p99_ms,
@@ -733,6 +768,8 @@ pub fn render(r: &FanoutResult, p: &FanoutParams) -> String {
                 .map_or("?".into(), |b| format!("{:.1} KiB", b / 1024.0)),
             per_rep.join(", "),
             level.median_push_p50_ms,
+            cores_text(pick_cores(level, |r| r.server_cores)),
+            cores_text(pick_cores(level, |r| r.client_cores)),
         ));
     }
     s.push('\n');
