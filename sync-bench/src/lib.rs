@@ -9,6 +9,7 @@
 //! - [`payload`]: the 1 KB records.
 //! - [`workload`]: the four measurements (push, pull, latency, growth) and the loader.
 //! - [`smoke`]: a tiny checked workload for CI that times nothing.
+//! - [`local`]: a server a benchmark starts itself, and its memory from `/proc`.
 //! - [`results`]: what a run measured, as JSON; [`report`]: `BENCHMARKS.md` from those files.
 //!
 //! `main.rs` parses the command line and calls these. `scripts/bench.sh` runs the whole
@@ -17,6 +18,7 @@
 
 pub mod dialect;
 pub mod http;
+pub mod local;
 pub mod params;
 pub mod payload;
 pub mod report;

@@ -74,6 +74,16 @@ enum Command {
         #[command(flatten)]
         params: sync_bench::workload::presence::PresenceParams,
     },
+    /// The fan-out benchmark of issue #7 (Tidemark only): one write reaching 1,000 and
+    /// 10,000 live-event subscribers; delivery latency and server memory per idle
+    /// subscriber; prints a Markdown table.
+    ///
+    /// A flag given twice takes its last value, so scripts can append overrides.
+    #[command(args_override_self = true)]
+    Fanout {
+        #[command(flatten)]
+        params: sync_bench::workload::fanout::FanoutParams,
+    },
     /// Wait until the server answers.
     Wait {
         #[command(flatten)]
@@ -169,6 +179,17 @@ fn main() -> anyhow::Result<()> {
                         "{}",
                         sync_bench::workload::presence::render(&result, &params)
                     );
+                }
+            }
+            Command::Fanout { params } => {
+                let smoke = params.smoke;
+                let result = sync_bench::workload::fanout::main(params.clone()).await?;
+                if smoke {
+                    for line in sync_bench::workload::fanout::check(&result)? {
+                        println!("ok: {line}");
+                    }
+                } else {
+                    print!("{}", sync_bench::workload::fanout::render(&result, &params));
                 }
             }
             Command::Wait { target, wait_secs } => {

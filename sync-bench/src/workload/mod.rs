@@ -4,7 +4,11 @@
 //! - [`pull`]: initial pull of a large collection into an empty client.
 //! - [`latency`]: a push/pull mix at a fixed arrival rate (open loop).
 //! - [`growth`]: push and pull latency while one collection grows.
+//!
+//! Two benchmarks of their own (Tidemark only, each with its own subcommand and table):
+//! [`presence`] (issue #10) and [`fanout`] (one write reaching many live-event subscribers).
 
+pub mod fanout;
 pub mod growth;
 pub mod latency;
 pub mod presence;

@@ -27,14 +27,12 @@
 //! [`smoke`] is the tiny checked variant for CI: it times nothing and fails on any wrong
 //! answer.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -47,6 +45,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::local::{cpu_seconds, default_server_bin, memory, Memory, Started};
 use crate::params::{DialectName, Target};
 use crate::results::median;
 
@@ -187,56 +186,6 @@ pub struct PresenceRun {
     pub client_cores: f64,
 }
 
-/// A process's memory, from `/proc/<pid>/status`.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct Memory {
-    /// Resident set, KiB.
-    pub rss_kib: u64,
-    /// Peak resident set, KiB.
-    pub hwm_kib: u64,
-}
-
-/// utime + stime of a process, in seconds (`pid` none: this process).
-fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_string(),
-    };
-    let text = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-fn memory(pid: u32) -> Option<Memory> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    Some(Memory {
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
-    })
-}
-
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -247,60 +196,6 @@ fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// A server this benchmark started; killed when dropped.
-struct Started {
-    child: Child,
-    url: String,
-    data: PathBuf,
-}
-
-impl Started {
-    fn start(binary: &std::path::Path) -> anyhow::Result<Started> {
-        let data = std::env::temp_dir().join(format!(
-            "tidemark-presence-{}-{}",
-            std::process::id(),
-            unix_ms()
-        ));
-        let mut child = Command::new(binary)
-            .args(["--listen", "127.0.0.1:0", "--data"])
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .context("reading the server's first line")?;
-        // Keep draining its stdout so that it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        });
-        let url = line
-            .trim()
-            .strip_prefix("tidemark listening on ")
-            .ok_or_else(|| anyhow!("unexpected first line from the server: {line:?}"))?
-            .to_string();
-        Ok(Started { child, url, data })
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-/// `sync-server` next to this executable.
-fn default_server_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("this program's path")?;
-    let dir = exe.parent().context("this program's directory")?;
-    Ok(dir.join(format!("sync-server{}", std::env::consts::EXE_SUFFIX)))
 }
 
 /// The client: one keep-alive pool, a request cap, and per-participant credentials.
@@ -380,8 +275,8 @@ pub async fn main(mut p: PresenceParams) -> anyhow::Result<PresenceResult> {
                 Some(b) => b.clone(),
                 None => default_server_bin()?,
             };
-            let server = Started::start(&binary)?;
-            let (url, pid) = (server.url.clone(), server.child.id());
+            let server = Started::start(&binary, "presence", &[])?;
+            let (url, pid) = (server.url().to_string(), server.pid());
             eprintln!(
                 "presence: started {} (pid {pid}) at {url}",
                 binary.display()
