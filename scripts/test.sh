@@ -9,6 +9,8 @@
 #   5. schemathesis against the running server's OpenAPI document (scripts/test-schema.sh)
 #   6. the browser SDK: natively, in Node and in headless Chromium (scripts/test-sdk.sh)
 #   7. the demo app (www/) end to end in headless Chromium, on both backends (scripts/test-www.sh)
+#   8. the IndexedDB benchmark's smoke run: 200 records pulled by each SDK, counts checked,
+#      nothing timed (scripts/bench-idb.sh --smoke; installs Kinto into target/bench/venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,3 +60,8 @@ scripts/test-sdk.sh
 
 say "the demo app"
 scripts/test-www.sh
+
+# Its own step, not part of test-www.sh: it needs a Kinto server (pip, into a venv, once) and
+# kinto.js (npm, once), which the demo's tests do not; warm, it takes about 15 s.
+say "the IndexedDB benchmark, smoke run (scripts/bench-idb.sh --smoke)"
+scripts/bench-idb.sh --smoke

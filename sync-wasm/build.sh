@@ -16,7 +16,7 @@ ensure_npm_tools
 
 say "cargo build -p sync-wasm (profile wasm-release: opt-level z, LTO, panic=abort)"
 cargo build -p sync-wasm --target wasm32-unknown-unknown --profile wasm-release
-wasm=target/wasm32-unknown-unknown/wasm-release/sync_wasm.wasm
+wasm=${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm-release/sync_wasm.wasm
 
 pkg=sync-wasm/pkg
 rm -rf "$pkg"
