@@ -60,15 +60,22 @@ export class RecordStore {
   // Server versions and the new state, in one transaction. A record with a pending edit the
   // client did not know about (made while this sync ran) is kept: the next push meets the
   // server's version as a conflict, and the conflict is resolved then.
+  //
+  // A first sync brings thousands of objects per page, so this reads the pending edits once
+  // (there are few) instead of each object's record, and issues every write without waiting
+  // for the one before: IndexedDB runs a transaction's requests in order anyway, and waiting
+  // on each one costs a trip through the event loop (100,000 objects took 100 s that way).
   objectsReceived(objects, state) {
     return this._tx(true, async (t) => {
+      const pending = new Map((await t.pending()).map((record) => [record.id, record]));
+      const writes = [];
       for (const object of objects) {
-        const record = await t.get(object.id);
-        if (record && record.pending === 1 && !sameContent(record, object)) continue;
-        if (object.deleted) await t.del(object.id);
-        else await t.put(synced(object));
+        const record = pending.get(object.id);
+        if (record && !sameContent(record, object)) continue;
+        writes.push(object.deleted ? t.del(object.id) : t.put(synced(object)));
       }
-      await t.setMeta(STATE, state);
+      writes.push(t.setMeta(STATE, state));
+      await Promise.all(writes);
     });
   }
 
