@@ -2,12 +2,6 @@
 
 use sync_server::config::Config;
 
-/// mimalloc rather than glibc's malloc: a pull page allocates and frees a few strings per
-/// object, and in a profile of 100,000-object pulls glibc's `malloc`/`free` took a fifth of
-/// the server's time.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::load()?;
