@@ -128,3 +128,21 @@ pub fn default_server_bin() -> anyhow::Result<PathBuf> {
     let dir = exe.parent().context("this program's directory")?;
     Ok(dir.join(format!("sync-server{}", std::env::consts::EXE_SUFFIX)))
 }
+
+/// Writes a benchmark's results as JSON to `out` and its Markdown table (`render`, called
+/// only when asked for) to `markdown`, each if given.
+pub fn write_results(
+    out: Option<&Path>,
+    markdown: Option<&Path>,
+    results: &impl Serialize,
+    render: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if let Some(out) = out {
+        std::fs::write(out, serde_json::to_string_pretty(results)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if let Some(path) = markdown {
+        std::fs::write(path, render()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

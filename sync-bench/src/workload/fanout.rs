@@ -327,14 +327,9 @@ pub async fn main(mut p: FanoutParams) -> anyhow::Result<FanoutResult> {
         params: serde_json::to_value(&p)?,
         levels,
     };
-    if let Some(out) = &p.out {
-        std::fs::write(out, serde_json::to_string_pretty(&result)?)
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
-    if let Some(path) = &p.markdown {
-        std::fs::write(path, render(&result, &p))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    crate::local::write_results(p.out.as_deref(), p.markdown.as_deref(), &result, || {
+        render(&result, &p)
+    })?;
     Ok(result)
 }
 
