@@ -96,6 +96,12 @@ pub enum Exceeded {
 }
 
 impl Quota {
+    /// Whether no limit is set, so no write can be refused (and no usage need be read).
+    #[must_use]
+    pub fn is_unlimited(&self) -> bool {
+        self.max_bytes.is_none() && self.max_objects.is_none()
+    }
+
     /// Whether an owner at `used` may write a batch that changes usage by `delta`.
     ///
     /// Only growth is refused: a batch that frees space (or keeps it level) always commits,
@@ -191,6 +197,27 @@ mod tests {
         assert_eq!(quota.check(over, grow(-1, 0)), Ok(()), "freeing is allowed");
         assert_eq!(quota.check(over, grow(0, -1)), Ok(()));
         assert_eq!(Quota::default().check(over, grow(1000, 1000)), Ok(()));
+    }
+
+    #[test]
+    fn only_a_quota_without_limits_is_unlimited() {
+        assert!(Quota::default().is_unlimited());
+        let bytes = Quota {
+            max_bytes: Some(0),
+            ..Quota::default()
+        };
+        let objects = Quota {
+            max_objects: Some(0),
+            ..Quota::default()
+        };
+        let grow = UsageDelta {
+            bytes: 1,
+            objects: 1,
+        };
+        for limited in [bytes, objects] {
+            assert!(!limited.is_unlimited());
+            assert!(limited.check(Usage::default(), grow).is_err());
+        }
     }
 
     #[test]

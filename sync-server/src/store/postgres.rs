@@ -4,8 +4,11 @@
 //!
 //! Every push is one transaction that first locks its collection's head row
 //! (`SELECT … FOR UPDATE`). Writers of one collection are therefore serialised across all
-//! nodes, seqs are allocated under that lock, and a rollback leaves no gap. Pulls read the
-//! head and the rows in one `REPEATABLE READ` snapshot.
+//! nodes, seqs are allocated under that lock, and a rollback leaves no gap. The collection's
+//! row also holds its usage counters, so writers of different collections do not meet at all,
+//! unless a quota is set: then a push also locks its owner's `quota_locks` row (always after
+//! the collection's) to sum and check the owner's usage. Pulls read the head and the rows in
+//! one `REPEATABLE READ` snapshot.
 //!
 //! # Live events across nodes
 //!
@@ -139,6 +142,26 @@ CREATE TABLE blob_refs (
     PRIMARY KEY (cid, id, hash)
 );
 CREATE INDEX blob_refs_by_hash ON blob_refs (hash, cid);
+",
+    ),
+    (
+        4,
+        "
+-- Usage is counted per collection, on the row every writer of the collection already locks,
+-- so pushes into different collections of one owner no longer queue on one counter row.
+-- An owner's usage is the sum over their collections.
+ALTER TABLE collections
+    ADD COLUMN live_bytes BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN live_objects BIGINT NOT NULL DEFAULT 0;
+UPDATE collections c SET live_bytes = s.bytes, live_objects = s.objects
+    FROM (SELECT cid, COALESCE(SUM(octet_length(data)), 0) AS bytes, COUNT(*) AS objects
+          FROM objects WHERE NOT deleted GROUP BY cid) s
+    WHERE c.cid = s.cid;
+CREATE INDEX collections_by_owner ON collections (owner);
+DROP TABLE usage;
+-- One row per owner, locked by a push only when a quota is set, while it sums the owner's
+-- usage and checks it: the check is serialised per owner, and pushes without a quota skip it.
+CREATE TABLE quota_locks (owner TEXT PRIMARY KEY);
 ",
     ),
 ];
@@ -639,24 +662,26 @@ impl Store for PostgresStore {
                 }
                 Plan::Commit(rows) => rows,
             };
-            // The owner's usage row is locked after the collection's (as every writer does,
-            // so no two transactions wait on each other), which serialises the quota check
-            // between collections of one owner.
             let delta = quota::delta(&rows, &costs);
-            let mut usage = lock_usage(&tx, &key.owner).await.map_err(pg_error)?;
-            // Blobs count toward the byte quota too; summed only when there is one.
-            if context.quota.max_bytes.is_some() {
-                let blobs = owner_blob_bytes(&tx, &key.owner).await.map_err(pg_error)?;
-                usage.bytes = usage.bytes.saturating_add(blobs);
+            if !context.quota.is_unlimited() {
+                // The owner's quota lock is taken after the collection's row (as every writer
+                // does, so no two transactions wait on each other); it serialises the check
+                // between collections of one owner. Each statement of this READ COMMITTED
+                // transaction reads afresh, so the sum sees every push that held the lock.
+                let mut usage = lock_owner_usage(&tx, &key.owner).await.map_err(pg_error)?;
+                // Blobs count toward the byte quota too; summed only when there is one.
+                if context.quota.max_bytes.is_some() {
+                    let blobs = owner_blob_bytes(&tx, &key.owner).await.map_err(pg_error)?;
+                    usage.bytes = usage.bytes.saturating_add(blobs);
+                }
+                if let Err(exceeded) = context.quota.check(usage, delta) {
+                    return Ok(PushReply::OverQuota {
+                        exceeded,
+                        usage,
+                        quota: context.quota,
+                    });
+                }
             }
-            if let Err(exceeded) = context.quota.check(usage, delta) {
-                return Ok(PushReply::OverQuota {
-                    exceeded,
-                    usage,
-                    quota: context.quota,
-                });
-            }
-            add_usage(&tx, &key.owner, delta).await.map_err(pg_error)?;
             let (cid, collection_id) = match existing {
                 Some((cid, head)) => (cid, head.collection_id.expect("stored heads have an epoch")),
                 None => {
@@ -681,8 +706,8 @@ impl Store for PostgresStore {
             let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
             let until = seqs.last().copied().unwrap_or(head.last_seq);
             tx.execute(
-                "UPDATE collections SET last_seq = $1 WHERE cid = $2",
-                &[&(until as i64), &cid],
+                &format!("UPDATE collections SET {ADD_USAGE}, last_seq = $3 WHERE cid = $4"),
+                &[&delta.bytes, &delta.objects, &(until as i64), &cid],
             )
             .await
             .map_err(pg_error)?;
@@ -738,9 +763,7 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         let (cid, head) = head_from_row(&row);
-        empty_collection(&tx, &key.owner, cid)
-            .await
-            .map_err(pg_error)?;
+        empty_collection(&tx, cid).await.map_err(pg_error)?;
         tx.execute("DELETE FROM pushes WHERE cid = $1", &[&cid])
             .await
             .map_err(pg_error)?;
@@ -790,9 +813,6 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg_error)?;
-        // Space given back per owner, applied after every collection lock is taken (see
-        // `push` for the lock order).
-        let mut freed: std::collections::BTreeMap<String, UsageDelta> = Default::default();
         for row in expired {
             let (cid, id): (i64, String) = (row.get(0), row.get(1));
             let head = tx
@@ -815,9 +835,10 @@ impl Store for PostgresStore {
             let Some(changed) = changed else {
                 continue;
             };
-            let owner_freed = freed.entry(head.get(1)).or_default();
-            owner_freed.bytes -= i64::from(changed.get::<_, i32>(0));
-            owner_freed.objects -= 1;
+            let freed = UsageDelta {
+                bytes: -i64::from(changed.get::<_, i32>(0)),
+                objects: -1,
+            };
             tx.execute(
                 "DELETE FROM blob_refs WHERE cid = $1 AND id = $2",
                 &[&cid, &id],
@@ -825,8 +846,8 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
             tx.execute(
-                "UPDATE collections SET last_seq = $1 WHERE cid = $2",
-                &[&seq, &cid],
+                &format!("UPDATE collections SET {ADD_USAGE}, last_seq = $3 WHERE cid = $4"),
+                &[&freed.bytes, &freed.objects, &seq, &cid],
             )
             .await
             .map_err(pg_error)?;
@@ -843,9 +864,6 @@ impl Store for PostgresStore {
                 .await
                 .map_err(pg_error)?;
             report.expired += 1;
-        }
-        for (owner, delta) in freed {
-            add_usage(&tx, &owner, delta).await.map_err(pg_error)?;
         }
         // 2. Purge every tombstone up to the highest one past the retention window, per
         //    collection, and move the horizon there (see `sync_core::horizon`).
@@ -908,18 +926,7 @@ impl Store for PostgresStore {
 
     async fn usage(&self, owner: &str) -> Result<Usage, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .client
-            .query_opt(
-                "SELECT bytes, objects FROM usage WHERE owner = $1",
-                &[&owner],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(row.map_or_else(Usage::default, |r| Usage {
-            bytes: r.get::<_, i64>(0) as u64,
-            objects: r.get::<_, i64>(1) as u64,
-        }))
+        owner_usage(&**client.client, owner).await.map_err(pg_error)
     }
 
     async fn acl(&self, key: &CollectionKey) -> Result<Option<Acl>, StoreError> {
@@ -1113,7 +1120,7 @@ impl Store for PostgresStore {
                     .iter()
                     .map(|id| old.get(*id).copied().unwrap_or_default())
                     .collect();
-                add_usage(&tx, &key.owner, quota::delta(&page.objects, &before))
+                add_usage(&tx, cid, quota::delta(&page.objects, &before))
                     .await
                     .map_err(pg_error)?;
                 write_rows(&tx, cid, &page.objects, now_ms)
@@ -1143,7 +1150,7 @@ impl Store for PostgresStore {
                     .expect("a mirror replaces its copy only with an epoch");
                 let cid: i64 = match &existing {
                     Some((cid, _)) => {
-                        empty_collection(&tx, &key.owner, *cid)
+                        empty_collection(&tx, *cid)
                             .await
                             .map_err(pg_error)?;
                         tx.execute(
@@ -1166,13 +1173,9 @@ impl Store for PostgresStore {
                         .get(0),
                 };
                 let nothing_before = vec![UsageDelta::default(); page.objects.len()];
-                add_usage(
-                    &tx,
-                    &key.owner,
-                    quota::delta(&page.objects, &nothing_before),
-                )
-                .await
-                .map_err(pg_error)?;
+                add_usage(&tx, cid, quota::delta(&page.objects, &nothing_before))
+                    .await
+                    .map_err(pg_error)?;
                 write_rows(&tx, cid, &page.objects, now_ms)
                     .await
                     .map_err(pg_error)?;
@@ -1235,16 +1238,36 @@ impl Store for PostgresStore {
 /// The size of a row's `data` in bytes, as `sync_core::quota::cost` counts it.
 const DATA_BYTES: &str = "COALESCE(octet_length(data), 0)";
 
-/// An owner's usage, with its row locked until the transaction ends (created if missing).
-async fn lock_usage(
+/// The SQL that adds a usage delta (`$1` bytes, `$2` objects) to a collection's counters, never
+/// below zero; for the `SET` list of an `UPDATE collections`, whose other parameters follow.
+const ADD_USAGE: &str = "live_bytes = GREATEST(live_bytes + $1::int8, 0), \
+    live_objects = GREATEST(live_objects + $2::int8, 0)";
+
+/// Locks `owner`'s quota row until the transaction ends (creating it if missing), then sums
+/// their usage over their collections.
+async fn lock_owner_usage(
     tx: &tokio_postgres::Transaction<'_>,
     owner: &str,
 ) -> Result<Usage, tokio_postgres::Error> {
-    // One round trip: the no-op update on conflict locks the row and returns it.
-    let row = tx
+    // The no-op update on conflict locks an existing row.
+    tx.execute(
+        "INSERT INTO quota_locks (owner) VALUES ($1)
+         ON CONFLICT (owner) DO UPDATE SET owner = excluded.owner",
+        &[&owner],
+    )
+    .await?;
+    owner_usage(tx, owner).await
+}
+
+/// `owner`'s usage: the sum of their collections' counters.
+async fn owner_usage(
+    client: &impl tokio_postgres::GenericClient,
+    owner: &str,
+) -> Result<Usage, tokio_postgres::Error> {
+    let row = client
         .query_one(
-            "INSERT INTO usage (owner, bytes, objects) VALUES ($1, 0, 0)
-             ON CONFLICT (owner) DO UPDATE SET owner = excluded.owner RETURNING bytes, objects",
+            "SELECT COALESCE(SUM(live_bytes), 0)::int8, COALESCE(SUM(live_objects), 0)::int8
+             FROM collections WHERE owner = $1",
             &[&owner],
         )
         .await?;
@@ -1254,7 +1277,6 @@ async fn lock_usage(
     })
 }
 
-/// Adds `delta` to an owner's usage counter (in the caller's transaction).
 /// The bytes of an owner's blobs (they count toward the byte quota).
 async fn owner_blob_bytes(
     client: &impl deadpool_postgres::GenericClient,
@@ -1269,44 +1291,37 @@ async fn owner_blob_bytes(
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-/// Empties collection `cid` (its objects and their blob references) and gives its owner back
-/// what the live objects cost. The collection's row, epoch and push records are the caller's.
+/// Empties collection `cid` (its objects, their blob references and its usage). The
+/// collection's row, epoch and push records are the caller's.
 async fn empty_collection(
     tx: &tokio_postgres::Transaction<'_>,
-    owner: &str,
     cid: i64,
 ) -> Result<(), tokio_postgres::Error> {
-    let freed = tx
-        .query_one(
-            &format!("SELECT COALESCE(SUM({DATA_BYTES}), 0)::int8, COUNT(*) FROM objects WHERE cid = $1 AND NOT deleted"),
-            &[&cid],
-        )
-        .await?;
-    let freed = UsageDelta {
-        bytes: -freed.get::<_, i64>(0),
-        objects: -freed.get::<_, i64>(1),
-    };
-    add_usage(tx, owner, freed).await?;
     tx.execute("DELETE FROM objects WHERE cid = $1", &[&cid])
         .await?;
     tx.execute("DELETE FROM blob_refs WHERE cid = $1", &[&cid])
         .await?;
+    tx.execute(
+        "UPDATE collections SET live_bytes = 0, live_objects = 0 WHERE cid = $1",
+        &[&cid],
+    )
+    .await?;
     Ok(())
 }
 
+/// Adds `delta` to collection `cid`'s usage counters (in the caller's transaction, which
+/// holds the collection's row).
 async fn add_usage(
     tx: &tokio_postgres::Transaction<'_>,
-    owner: &str,
+    cid: i64,
     delta: UsageDelta,
 ) -> Result<(), tokio_postgres::Error> {
     if delta == UsageDelta::default() {
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO usage (owner, bytes, objects) VALUES ($1, GREATEST($2::int8, 0), GREATEST($3::int8, 0))
-         ON CONFLICT (owner) DO UPDATE SET bytes = GREATEST(usage.bytes + $2::int8, 0),
-           objects = GREATEST(usage.objects + $3::int8, 0)",
-        &[&owner, &delta.bytes, &delta.objects],
+        &format!("UPDATE collections SET {ADD_USAGE} WHERE cid = $3"),
+        &[&delta.bytes, &delta.objects, &cid],
     )
     .await
     .map(|_| ())

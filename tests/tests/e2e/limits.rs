@@ -282,6 +282,41 @@ fn a_push_over_the_object_quota_is_507_and_resets_and_expiry_give_objects_back()
 }
 
 #[test]
+fn concurrent_pushes_into_many_collections_of_one_owner_never_pass_the_quota() {
+    // 12 pushes of 3 new objects each, all at once, each into its own collection, under a
+    // quota of 20 objects: whatever the order, exactly 6 fit (18 objects) and the others are
+    // refused. A check that raced (two pushes both reading 18 used) would let a seventh in.
+    let server = Server::start(&["--quota-objects", "20"]);
+    let alice = server.client("alice");
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let pushes: Vec<_> = (0..12)
+            .map(|i| {
+                let alice = alice.clone();
+                scope.spawn(move || {
+                    let objects: Vec<Value> =
+                        (0..3).map(|k| put(&format!("o{k}"), json!(k))).collect();
+                    alice
+                        .push("notes", &format!("c{i}"), &json!({ "objects": objects }))
+                        .status
+                })
+            })
+            .collect();
+        pushes.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    let committed = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 507).count();
+    assert_eq!((committed, refused), (6, 6), "{statuses:?}");
+    assert_eq!(
+        quota_of(&alice)["objects"],
+        json!({"used": 18, "limit": 20})
+    );
+    let stored: usize = (0..12)
+        .map(|i| pull_all(&alice, "notes", &format!("c{i}")).0.len())
+        .sum();
+    assert_eq!(stored, 18, "a refused batch stored nothing");
+}
+
+#[test]
 fn the_owner_pays_for_what_others_write_in_their_collections() {
     let server = Server::start(&["--quota-objects", "2"]);
     let (alice, bob) = (server.client("alice"), server.client("bob"));

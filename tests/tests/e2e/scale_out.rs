@@ -868,3 +868,67 @@ fn nodes_of_different_schemas_share_nothing() {
         "no event crosses schemas"
     );
 }
+
+#[test]
+fn a_schema_from_before_per_collection_usage_gets_each_owners_usage_back() {
+    // Version 4 moved usage from one row per owner (`usage`) onto each collection's row.
+    // Writes made, then the schema put back as version 3 left it: the migration must count
+    // the live objects again, whatever the old table said.
+    let quota = ["--quota-objects", "100", "--quota-bytes", "100000"];
+    let mut server = Server::start_on(Backend::Postgres, &quota);
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    let put = |id: &str, data: Value| json!({"id": id, "data": data});
+    alice
+        .push(
+            "notes",
+            "one",
+            &json!({"objects": [put("a", json!("xx")), put("b", json!({"k": [1, 2]}))]}),
+        )
+        .expect(200);
+    alice
+        .push(
+            "notes",
+            "two",
+            &json!({"objects": [put("c", json!(1)), put("d", json!(2))]}),
+        )
+        .expect(200);
+    alice
+        .push(
+            "notes",
+            "two",
+            &json!({"objects": [{"id": "d", "deleted": true}]}),
+        )
+        .expect(200);
+    bob.push("notes", "one", &json!({"objects": [put("e", json!(true))]}))
+        .expect(200);
+    let quota_of = |client: &Client| client.get("/v1/info").expect(200)["quota"].clone();
+    let before = (quota_of(&alice), quota_of(&bob));
+    assert_eq!(before.0["objects"]["used"], 3, "{before:?}");
+    assert_eq!(before.1["objects"]["used"], 1, "{before:?}");
+    server.terminate();
+
+    let schema = server.schema().expect("a PostgreSQL server").to_string();
+    pg::connect()
+        .batch_execute(&format!(
+            "SET search_path = {schema};
+             ALTER TABLE collections DROP COLUMN live_bytes, DROP COLUMN live_objects;
+             DROP INDEX collections_by_owner;
+             DROP TABLE quota_locks;
+             CREATE TABLE usage (owner TEXT PRIMARY KEY, bytes BIGINT NOT NULL, objects BIGINT NOT NULL);
+             INSERT INTO usage VALUES ('alice', 999, 999);
+             UPDATE tidemark_schema SET version = 3;"
+        ))
+        .unwrap();
+    server.restart();
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    assert_eq!((quota_of(&alice), quota_of(&bob)), before);
+    // And the counters keep moving from there.
+    alice
+        .push(
+            "notes",
+            "one",
+            &json!({"objects": [{"id": "a", "deleted": true}]}),
+        )
+        .expect(200);
+    assert_eq!(quota_of(&alice)["objects"]["used"], 2);
+}
