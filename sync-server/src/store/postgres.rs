@@ -176,6 +176,14 @@ const SWEEP_BATCH: i64 = 10_000;
 
 const OBJECT_COLUMNS: &str = "id, type, seq, deleted, data, hash, expires, author";
 
+/// The objects of collection `$1` whose ids are in the array `$2`, for a `FROM` clause.
+///
+/// A join with the unnested ids, not `id = ANY($2)`: given a batch's thousand ids, the planner
+/// can prefer scanning every row of the collection and filtering (300 ms at 278,000 rows,
+/// growing with the collection) to a thousand primary-key probes (3 ms).
+const OBJECTS_BY_ID: &str =
+    "objects JOIN UNNEST($2::text[]) AS wanted (wanted_id) ON cid = $1 AND id = wanted_id";
+
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
@@ -569,7 +577,12 @@ impl Store for PostgresStore {
             let mut by_id: HashMap<String, (Stored, UsageDelta)> = HashMap::new();
             if let Some((cid, _)) = &existing {
                 let rows = tx
-                    .query(&format!("SELECT id, seq, deleted, author, {DATA_BYTES} FROM objects WHERE cid = $1 AND id = ANY($2)"), &[cid, &ids])
+                    .query(
+                        &format!(
+                            "SELECT id, seq, deleted, author, {DATA_BYTES} FROM {OBJECTS_BY_ID}"
+                        ),
+                        &[cid, &ids],
+                    )
                     .await
                     .map_err(pg_error)?;
                 for r in rows {
@@ -616,9 +629,7 @@ impl Store for PostgresStore {
                     let mut servers: HashMap<String, Object> = HashMap::new();
                     let (mut changes, mut until, mut more) = (Vec::new(), 0, false);
                     if let Some(cid) = cid {
-                        let sql = format!(
-                            "SELECT {OBJECT_COLUMNS} FROM objects WHERE cid = $1 AND id = ANY($2)"
-                        );
+                        let sql = format!("SELECT {OBJECT_COLUMNS} FROM {OBJECTS_BY_ID}");
                         for row in tx
                             .query(&sql, &[&cid, &conflicting])
                             .await
@@ -1108,7 +1119,7 @@ impl Store for PostgresStore {
                 let mut old: HashMap<String, UsageDelta> = HashMap::new();
                 for r in tx
                     .query(
-                        &format!("SELECT id, deleted, {DATA_BYTES} FROM objects WHERE cid = $1 AND id = ANY($2)"),
+                        &format!("SELECT id, deleted, {DATA_BYTES} FROM {OBJECTS_BY_ID}"),
                         &[&cid, &ids],
                     )
                     .await
@@ -1364,7 +1375,8 @@ async fn write_rows(
     .await?;
     // The blob references of these ids are those of their new versions.
     tx.execute(
-        "DELETE FROM blob_refs WHERE cid = $1 AND id = ANY($2)",
+        "DELETE FROM blob_refs USING UNNEST($2::text[]) AS wanted (wanted_id)
+         WHERE cid = $1 AND id = wanted_id",
         &[&cid, &ids],
     )
     .await?;
