@@ -54,17 +54,23 @@ impl JsonData {
     /// Checks that `text` is one JSON value no deeper than [`MAX_DEPTH`], with no duplicate
     /// keys, no lone surrogates and no number out of a double's range.
     pub fn parse(text: &str) -> Result<JsonData, JsonDataError> {
-        // Depth first: it is a cheap linear scan, and it keeps deep input away from any parser
-        // (the check below recurses, at most MAX_DEPTH levels).
-        if nesting_depth(text) > MAX_DEPTH {
-            return Err(JsonDataError::TooDeep);
-        }
         let found = Cell::new(None);
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let checked = Check(&found)
-            .deserialize(&mut deserializer)
-            .and_then(|()| deserializer.end());
+        // The check counts its own depth and stops one level past MAX_DEPTH, so it never
+        // recurses further, however deep the input.
+        let checked = Check {
+            found: &found,
+            depth: 0,
+        }
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end());
         if let Err(e) = checked {
+            // Too deep wins over any other problem, as if depth were checked first: whether
+            // text is refused as too deep does not depend on where its other faults are. The
+            // scan runs only for refused text, so valid data is read once.
+            if nesting_depth(text) > MAX_DEPTH {
+                return Err(JsonDataError::TooDeep);
+            }
             return Err(found.take().unwrap_or_else(|| {
                 // serde_json's own wording for a number that overflows a double.
                 if e.to_string().starts_with("number out of range") {
@@ -130,7 +136,27 @@ impl<'de> Deserialize<'de> for JsonData {
 ///
 /// Hand-written because no parser option does this: `serde_json::Value` keeps the last of two
 /// equal keys silently.
-struct Check<'a>(&'a Cell<Option<JsonDataError>>);
+#[derive(Clone, Copy)]
+struct Check<'a> {
+    found: &'a Cell<Option<JsonDataError>>,
+    /// How many arrays and objects enclose the value.
+    depth: usize,
+}
+
+impl<'a> Check<'a> {
+    /// The check of a value inside this array or object, or an error if that container is
+    /// itself deeper than [`MAX_DEPTH`].
+    fn inside<E: de::Error>(&self) -> Result<Check<'a>, E> {
+        if self.depth >= MAX_DEPTH {
+            self.found.set(Some(JsonDataError::TooDeep));
+            return Err(E::custom("nested too deeply"));
+        }
+        Ok(Check {
+            found: self.found,
+            depth: self.depth + 1,
+        })
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for Check<'_> {
     type Value = ();
@@ -173,18 +199,20 @@ impl<'de> Visitor<'de> for Check<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Check(self.0))?.is_some() {}
+        let inside = self.inside()?;
+        while seq.next_element_seed(inside)?.is_some() {}
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inside = self.inside()?;
         let mut keys = BTreeSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if !keys.insert(key) {
-                self.0.set(Some(JsonDataError::DuplicateKey));
+                self.found.set(Some(JsonDataError::DuplicateKey));
                 return Err(de::Error::custom("duplicate key"));
             }
-            map.next_value_seed(Check(self.0))?;
+            map.next_value_seed(inside)?;
         }
         Ok(())
     }
@@ -195,23 +223,30 @@ impl<'de> Visitor<'de> for Check<'_> {
 /// Runs in one pass with no recursion, so it is safe on hostile input of any depth. It does not
 /// validate; malformed text simply gets some number back.
 pub fn nesting_depth(text: &str) -> usize {
-    let mut depth = 0usize;
-    let mut deepest = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in text.as_bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let bytes = text.as_bytes();
+    let (mut depth, mut deepest, mut at) = (0usize, 0usize, 0usize);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                // Jump through the string to its closing quote; most of a payload's bytes are
+                // inside strings, and memchr finds the next quote or backslash many bytes at
+                // a time. A backslash skips the byte after it, whatever it is.
+                at += 1;
+                loop {
+                    match bytes
+                        .get(at..)
+                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    {
+                        None => return deepest, // never closed: no more brackets count
+                        Some(n) if bytes[at + n] == b'\\' => at += n + 2,
+                        Some(n) => {
+                            at += n + 1;
+                            break;
+                        }
+                    }
+                }
+                continue;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -219,6 +254,7 @@ pub fn nesting_depth(text: &str) -> usize {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     deepest
 }
@@ -226,6 +262,7 @@ pub fn nesting_depth(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn depth_ignores_brackets_inside_strings() {
@@ -298,6 +335,78 @@ mod tests {
         let long = alloc::format!("0.{}1", "0".repeat(10_000));
         assert_eq!(JsonData::parse(&long).unwrap().as_str(), long);
         assert!(JsonData::parse("123456789012345678901234567890").is_ok());
+    }
+
+    /// The scan as first written: one byte at a time. The reference for the fast one.
+    fn nesting_depth_bytewise(text: &str) -> usize {
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        let (mut in_string, mut escaped) = (false, false);
+        for &b in text.as_bytes() {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
+
+    /// Text made of JSON's structural characters, escapes and a few others, so that strings,
+    /// escapes at the very end and unclosed strings all come up often.
+    fn structural_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            proptest::sample::select(&['[', ']', '{', '}', '"', '\\', 'a', '1', ',', ':', 'é'][..]),
+            0..200,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    /// Arrays nested `depth` deep somewhere inside otherwise valid data, with a fault or not.
+    fn nested_data() -> impl Strategy<Value = String> {
+        (0..MAX_DEPTH + 8, 0..4usize, proptest::bool::ANY).prop_map(|(depth, fault, prefix)| {
+            let inner = match fault {
+                0 => "1",
+                1 => "{\"a\":1,\"a\":2}",
+                2 => "1e400",
+                _ => "x",
+            };
+            let nested = alloc::format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth));
+            if prefix {
+                alloc::format!("{{\"s\":\"[[\\\"]]\",\"v\":{nested}}}")
+            } else {
+                nested
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_depth_scan_agrees_with_the_bytewise_one(text in structural_text()) {
+            prop_assert_eq!(nesting_depth(&text), nesting_depth_bytewise(&text));
+        }
+
+        #[test]
+        fn too_deep_exactly_when_the_scan_says_so(text in nested_data()) {
+            let deep = nesting_depth_bytewise(&text) > MAX_DEPTH;
+            match JsonData::parse(&text) {
+                Ok(_) => prop_assert!(!deep),
+                Err(e) => prop_assert_eq!(e == JsonDataError::TooDeep, deep, "{:?}", e),
+            }
+        }
     }
 
     #[test]
