@@ -309,7 +309,7 @@ case ",$SYSTEMS," in
     *,kinto-postgresql,* | *,tidemark-postgresql,*)
         pg=$(psql -Atq -h "$PG_HOST" -p "$PG_PORT" -U postgres -c 'SHOW server_version' | head -n 1)
         settings=$(psql -Atq -h "$PG_HOST" -p "$PG_PORT" -U postgres -F ' = ' \
-            -c "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_sync_method', 'shared_buffers') ORDER BY name" \
+            -c "SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'fsync', 'synchronous_commit', 'wal_sync_method', 'shared_buffers') ORDER BY name" \
             | paste -sd ';' | sed 's/;/, /g')
         NOTES+=("**PostgreSQL:** $pg on the same machine (127.0.0.1:5432), one database per system recreated for its run; $settings")
         ;;
