@@ -127,34 +127,28 @@ pub enum PushParseError {
     Invalid(Vec<Detail>),
 }
 
-/// The top level of the body, with each part kept as raw text so that we can say precisely what
-/// is wrong with it.
+/// The top level of the body, with each field kept as raw text so that we can say precisely
+/// what is wrong with it; `objects` as `O`.
 #[derive(Deserialize)]
-struct RawRequest<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct Body<'a, O> {
     #[serde(borrow, default)]
     collection_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     since: Option<&'a RawValue>,
     #[serde(borrow, default)]
     push_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    objects: Option<&'a RawValue>,
+    objects: Option<O>,
 }
 
+/// The body read by parts: `objects` as raw text, read next.
+type RawRequest<'a> = Body<'a, &'a RawValue>;
+
 /// A well-formed body in one pass: the top level and every object's fields at once. Any error
-/// sends the parser back to [`RawRequest`], which reads the parts one by one to say precisely
-/// what is wrong; on well-formed bodies this saves two passes over every object's data.
-#[derive(Deserialize)]
-struct WellFormedRequest<'a> {
-    #[serde(borrow, default)]
-    collection_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    since: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    push_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    objects: Vec<RawObject<'a>>,
-}
+/// (or no `objects`) sends the parser back to [`RawRequest`], which reads the parts one by one
+/// to say precisely what is wrong; on well-formed bodies this saves two passes over every
+/// object's data.
+type WellFormedRequest<'a> = Body<'a, Vec<RawObject<'a>>>;
 
 /// How [`PushRequest::parse_with`] reads a body.
 #[derive(Clone, Copy)]
@@ -259,16 +253,21 @@ impl PushRequest {
             Path::ByParts => None,
         };
         let (raw, objects_read) = match well_formed {
-            Some(body) => (
+            Some(Body {
+                collection_id,
+                since,
+                push_id,
+                objects: Some(objects),
+            }) => (
                 RawRequest {
-                    collection_id: body.collection_id,
-                    since: body.since,
-                    push_id: body.push_id,
+                    collection_id,
+                    since,
+                    push_id,
                     objects: None,
                 },
-                Ok(body.objects.into_iter().map(Ok).collect()),
+                Ok(objects.into_iter().map(Ok).collect()),
             ),
-            None => read_parts(text)?,
+            _ => read_parts(text)?,
         };
         let mut problems = Problems(Vec::new());
 
