@@ -39,7 +39,7 @@ use sync_core::error::ErrorCode;
 use sync_core::memory_store::PushOutcome;
 use sync_core::push::{Conflict, ConflictAnswer, PushOk, ResetAnswer};
 use sync_core::{blob, horizon, JsonData, Object, PullAnswer, PullQuery, PushRequest};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
@@ -169,6 +169,9 @@ CREATE TABLE quota_locks (owner TEXT PRIMARY KEY);
 /// Serialises migrations (and sweeps) across nodes; any constant unique to Tidemark.
 const MIGRATION_LOCK: i64 = 0x7469_6465_6d61_7201;
 const SWEEP_LOCK: i64 = 0x7469_6465_6d61_7202;
+/// How long start-up waits for the notification listener's first `LISTEN` (a connection
+/// that cannot be made fails sooner, by its own connect timeout).
+const FIRST_LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Notifications waiting for the listener before it declares a gap.
 const NOTIFY_QUEUE: usize = 10_000;
 /// How many expired objects one sweep turns into tombstones.
@@ -260,7 +263,21 @@ impl PostgresStore {
             .map_err(|e| StoreError::Internal(format!("building the pool: {e}")))?;
         migrate(&pool, schema).await?;
         let channel = format!("tidemark_{schema}");
-        let listener = tokio::spawn(listen(config, channel, pool.clone(), hub));
+        // Serve only once this node listens: a commit made before then would never be
+        // announced to the streams that subscribed in the meantime.
+        let (listening, first_listen) = oneshot::channel();
+        let listener = tokio::spawn(listen(config, channel, pool.clone(), hub, listening));
+        let started = tokio::time::timeout(FIRST_LISTEN_TIMEOUT, first_listen).await;
+        if let Err(why) = started
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map_err(|_| "the listener ended".to_string()))
+            .and_then(|r| r)
+        {
+            listener.abort();
+            return Err(StoreError::Internal(format!(
+                "listening for notifications: {why}"
+            )));
+        }
         Ok(PostgresStore {
             pool,
             waiting: AtomicUsize::new(0),
@@ -1400,10 +1417,31 @@ async fn write_rows(
 
 /// Listens for commits of every node and publishes them to this node's hub, reconnecting
 /// forever (the task is aborted at shutdown).
-async fn listen(config: tokio_postgres::Config, channel: String, pool: Pool, hub: Arc<Hub>) {
+///
+/// `listening` hears whether the first attempt got as far as listening.
+async fn listen(
+    config: tokio_postgres::Config,
+    channel: String,
+    pool: Pool,
+    hub: Arc<Hub>,
+    listening: oneshot::Sender<Result<(), String>>,
+) {
+    let mut listening = Some(listening);
     let mut connected_before = false;
     loop {
-        if let Err(error) = listen_once(&config, &channel, &pool, &hub, connected_before).await {
+        let result = listen_once(
+            &config,
+            &channel,
+            &pool,
+            &hub,
+            connected_before,
+            &mut listening,
+        )
+        .await;
+        if let Err(error) = result {
+            if let Some(first) = listening.take() {
+                let _ = first.send(Err(error.clone()));
+            }
             tracing::warn!(%error, "the notification listener lost its connection; reconnecting");
         }
         connected_before = true;
@@ -1417,6 +1455,7 @@ async fn listen_once(
     pool: &Pool,
     hub: &Hub,
     reconnecting: bool,
+    listening: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
     let (notices, mut received) = mpsc::channel::<String>(NOTIFY_QUEUE);
@@ -1441,6 +1480,9 @@ async fn listen_once(
         .batch_execute(&format!("LISTEN \"{channel}\""))
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(first) = listening.take() {
+        let _ = first.send(Ok(()));
+    }
     if reconnecting {
         // Commits made while we were not listening were not heard: every stream catches up.
         hub.publish_everywhere(LiveEvent::Gap);
