@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tidemark_tests::{pg, run_to_exit, wait_until, Backend, Schema, Server};
+use tidemark_tests::{pg, run_to_exit, server_binary, wait_until, Backend, Schema, Server};
 
 /// Writes `text` to a file in a temporary directory that lives as long as the returned guard.
 fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
@@ -178,5 +178,33 @@ fn a_config_file_can_point_nodes_at_postgresql() {
     assert!(
         (1.0..=3.0).contains(&size),
         "database_pool = 3 from the file: {size}"
+    );
+}
+
+#[test]
+fn help_and_version_exit_cleanly_and_a_mistyped_flag_is_a_usage_error() {
+    let run = |arg: &str| {
+        std::process::Command::new(server_binary())
+            .arg(arg)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("running sync-server")
+    };
+    let help = run("--help");
+    let stdout = String::from_utf8_lossy(&help.stdout);
+    assert_eq!(help.status.code(), Some(0), "--help: {help:?}");
+    assert!(stdout.contains("Usage: sync-server") && stdout.contains("--listen"));
+    assert!(help.stderr.is_empty(), "--help: {help:?}");
+
+    let version = run("--version");
+    assert_eq!(version.status.code(), Some(0), "--version: {version:?}");
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("sync-server "));
+
+    let typo = run("--lisen");
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(2), "--lisen: {typo:?}");
+    assert!(
+        stderr.contains("--lisen") && !stderr.contains("Stack backtrace"),
+        "{stderr}"
     );
 }
