@@ -163,8 +163,12 @@ pub struct Params {
     #[arg(long, default_value_t = 1_000_000)]
     pub growth_max: u64,
     /// Growth test: pushes (each followed by a pull) timed per point.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub growth_samples: usize,
+    /// Growth test: seconds to wait after loading, before timing a point, so that the work
+    /// the load left behind (checkpoints, vacuum) is not what the point measures.
+    #[arg(long, default_value_t = 1.0)]
+    pub growth_pause_secs: f64,
     /// Growth test: stop growing after this many seconds.
     #[arg(long, default_value_t = 240.0)]
     pub growth_budget_secs: f64,

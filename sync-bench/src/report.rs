@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::results::{GrowthResult, SystemResults};
+use crate::results::{GrowthPoint, GrowthResult, SystemResults};
 
 /// What the report says besides the numbers.
 pub struct Meta {
@@ -361,31 +361,24 @@ fn summary_rows(systems: &[SystemResults], tidemark: Option<usize>, kintos: &[us
     if systems.iter().any(|s| s.growth.is_some()) {
         let growth: Vec<Option<&GrowthResult>> =
             systems.iter().map(|s| s.growth.as_ref()).collect();
-        let first_last = |g: &GrowthResult, f: fn(&crate::results::GrowthPoint) -> f64| {
+        let single_points = |g: &GrowthResult, f: fn(&GrowthPoint) -> f64| {
             Some((f(g.points.first()?), f(g.points.last()?)))
         };
-        for (what, f) in [
-            (
-                "push",
-                (|p: &crate::results::GrowthPoint| p.push_ms)
-                    as fn(&crate::results::GrowthPoint) -> f64,
-            ),
-            ("pull", |p: &crate::results::GrowthPoint| p.pull_ms),
-        ] {
+        type Metric = fn(&GrowthPoint) -> f64;
+        let metrics: [(&str, Metric); 2] = [("push", |p| p.push_ms), ("pull", |p| p.pull_ms)];
+        for (what, f) in metrics {
+            let ends: Vec<Option<(f64, f64)>> =
+                growth.iter().map(|g| g.and_then(|g| g.ends(f))).collect();
             for (end, pick) in [
-                ("at the first size", 0usize),
-                ("at the largest size reached", 1),
+                ("at the smallest sizes", 0usize),
+                ("at the largest sizes reached", 1),
             ] {
-                let values = growth
-                    .iter()
-                    .map(|g| {
-                        g.and_then(|g| first_last(g, f))
-                            .map(|(a, b)| if pick == 0 { a } else { b })
-                    })
-                    .collect();
                 rows.push(Row {
-                    name: format!("growth: {what} latency {end} (ms)"),
-                    values,
+                    name: format!("growth: {what} latency {end} (ms, median of 3 points)"),
+                    values: ends
+                        .iter()
+                        .map(|e| e.map(|(a, b)| if pick == 0 { a } else { b }))
+                        .collect(),
                     better: Better::Lower,
                     decimals: 2,
                     target: String::new(),
@@ -394,11 +387,8 @@ fn summary_rows(systems: &[SystemResults], tidemark: Option<usize>, kintos: &[us
                 });
             }
             let mut ratio = Row {
-                name: format!("growth: {what} latency, largest ÷ first"),
-                values: growth
-                    .iter()
-                    .map(|g| g.and_then(|g| first_last(g, f)).map(|(a, b)| b / a))
-                    .collect(),
+                name: format!("growth: {what} latency, largest sizes ÷ smallest"),
+                values: ends.iter().map(|e| e.map(|(a, b)| b / a)).collect(),
                 better: Better::Neither,
                 decimals: 2,
                 target: "flat (≤ 1.5)".into(),
@@ -407,6 +397,18 @@ fn summary_rows(systems: &[SystemResults], tidemark: Option<usize>, kintos: &[us
             };
             ratio.met = t_value(&ratio).map(|t| t <= 1.5);
             rows.push(ratio);
+            rows.push(Row {
+                name: format!("growth: {what} latency, last point ÷ first (single points)"),
+                values: growth
+                    .iter()
+                    .map(|g| g.and_then(|g| single_points(g, f)).map(|(a, b)| b / a))
+                    .collect(),
+                better: Better::Neither,
+                decimals: 2,
+                target: String::new(),
+                met: None,
+                at_least: f64::INFINITY,
+            });
         }
         let target = growth.iter().flatten().map(|g| g.target).max().unwrap_or(0);
         let mut reached = Row {
@@ -668,12 +670,17 @@ const METHOD: &str = r#"## How Tidemark's operations map to Kinto's
   then the rate it really served. Before each measurement the client waits until the server
   answers a trivial request within 200 ms again.
 - **Growth.** One collection grows to the target; at 10,000 records and every 50,000 the client
-  times 10 pushes of 100 new records, each followed by a pull of exactly those 100 changes, and
-  takes the medians. Between points the collection is loaded the fastest way each system takes
-  (Tidemark: 4 concurrent pushes of 1,000; Kinto: one push of 100 at a time, as bigger batches
-  and concurrent writers are slower there or refused); the load rate is listed for context. Each
-  system gets the same time budget and stops where it is when it runs out. The growth is run
-  once per system (each point is itself a median of 10 samples).
+  waits 1 s (so that a point measures a push into a collection of that size, not the checkpoint
+  or vacuum of the 50,000 records just loaded), then times 20 pushes of 100 new records, each
+  followed by a pull of exactly those 100 changes, and takes the medians. Between points the
+  collection is loaded the fastest way each system takes (Tidemark: 4 concurrent pushes of
+  1,000; Kinto: one push of 100 at a time, as bigger batches and concurrent writers are slower
+  there or refused); the load rate is listed for context. Each system gets the same time budget
+  and stops where it is when it runs out. The growth is run once per system. Flat means the
+  median of the last three points is at most 1.5 times the median of the first three (with
+  fewer than six points, half of them at each end): one point is only 20 samples taken in a
+  fraction of a second, and one of them can catch the machine busy, which a trend across
+  sizes does not. The last point ÷ the first is listed too.
 - **Repetitions.** Every other measurement is repeated (5 times in the full run) and the table
   shows the median; every repetition is listed above.
 

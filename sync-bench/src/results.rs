@@ -142,6 +142,26 @@ pub struct GrowthResult {
     pub seconds: f64,
 }
 
+impl GrowthResult {
+    /// How many points at each end [`GrowthResult::ends`] compares: three, or half the points
+    /// if there are fewer than six.
+    pub fn end_points(&self) -> usize {
+        (self.points.len() / 2).clamp(1, 3)
+    }
+
+    /// The median of `metric` over the first [`GrowthResult::end_points`] points and over the
+    /// last as many, or `None` without points. Single points are medians of a handful of
+    /// samples and one of them can catch the machine busy; a trend shows in both groups.
+    pub fn ends(&self, metric: fn(&GrowthPoint) -> f64) -> Option<(f64, f64)> {
+        if self.points.is_empty() {
+            return None;
+        }
+        let k = self.end_points();
+        let values: Vec<f64> = self.points.iter().map(metric).collect();
+        Some((median(&values[..k]), median(&values[values.len() - k..])))
+    }
+}
+
 /// Latency at one size.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GrowthPoint {
@@ -172,7 +192,39 @@ pub fn median(values: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, GrowthPoint, GrowthResult};
+
+    #[test]
+    fn growth_ends_compare_up_to_three_points_at_each_end() {
+        let growth = |pushes: &[f64]| GrowthResult {
+            points: pushes
+                .iter()
+                .enumerate()
+                .map(|(i, &push_ms)| GrowthPoint {
+                    size: i as u64,
+                    push_ms,
+                    pull_ms: 0.0,
+                    load_records_per_s: 0.0,
+                })
+                .collect(),
+            target: 0,
+            reached: 0,
+            stopped_by_budget: false,
+            budget_seconds: 0.0,
+            seconds: 0.0,
+        };
+        let push = |p: &GrowthPoint| p.push_ms;
+        assert_eq!(growth(&[]).ends(push), None);
+        assert_eq!(growth(&[2.0]).ends(push), Some((2.0, 2.0)));
+        assert_eq!(growth(&[2.0, 4.0]).ends(push), Some((2.0, 4.0)));
+        assert_eq!(
+            growth(&[1.0, 2.0, 9.0, 3.0, 5.0]).ends(push),
+            Some((1.5, 4.0))
+        );
+        // One slow point at either end does not move its group's median.
+        let points = [1.0, 9.0, 2.0, 7.0, 7.0, 3.0, 4.0, 30.0, 5.0];
+        assert_eq!(growth(&points).ends(push), Some((2.0, 5.0)));
+    }
 
     #[test]
     fn median_takes_the_middle() {

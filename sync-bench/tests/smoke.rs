@@ -72,6 +72,7 @@ async fn every_workload_runs_to_the_end_on_tiny_sizes() {
         "--growth-step=150",
         "--growth-max=400",
         "--growth-samples=2",
+        "--growth-pause-secs=0.05",
         "--load-batch=50",
         "--load-clients=2",
     ])
