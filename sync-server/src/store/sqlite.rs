@@ -777,10 +777,10 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
         "PRAGMA page_size = 16384;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA busy_timeout = 5000;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;",
     )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(conn)
 }
 
@@ -921,6 +921,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// The WAL size past which the writer pauses to let it start over (see [`restart_wal`]).
 const WAL_RESTART_BYTES: u64 = 64 << 20;
+/// How long that pause may wait for readers to leave the WAL before giving up until the
+/// checkpointer's next report.
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(100);
+/// Every connection's wait for a lock (`busy_timeout`) otherwise.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writer's side of the checkpointer thread.
 struct Checkpointer {
@@ -964,16 +969,26 @@ fn run_checkpointer(conn: Connection, commits: mpsc::Receiver<()>, wal_bytes: Ar
 /// writer's own connection, between groups, copies what the passive ones left (at most
 /// [`CHECKPOINT_EVERY`] of writes) and waits for readers to leave the WAL, so that the next
 /// commit writes from the start. The pause is paid once per [`WAL_RESTART_BYTES`] written.
+///
+/// Commits wait while it waits, so it waits for readers at most [`WAL_RESTART_WAIT`]: a
+/// long read (a mirror's reconcile of a big collection, say) makes it give up, and the next
+/// try comes after the checkpointer's next report, not at the next commit.
 fn restart_wal(conn: &Connection, checkpointer: &Checkpointer) {
     if checkpointer.wal_bytes.load(Ordering::Relaxed) < checkpointer.wal_restart_bytes {
         return;
     }
-    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
-        // Busy: a reader held on past the busy timeout; the next commits try again.
-        Ok(busy) if busy != 0 => tracing::debug!("the WAL could not start over yet"),
-        Ok(_) => checkpointer.wal_bytes.store(0, Ordering::Relaxed),
+    let restart = conn.busy_timeout(WAL_RESTART_WAIT).and_then(|()| {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
+    });
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "could not set the busy timeout back");
+    }
+    match restart {
+        Ok(0) => {}
+        Ok(_busy) => tracing::debug!("readers kept the WAL from starting over; trying later"),
         Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
     }
+    checkpointer.wal_bytes.store(0, Ordering::Relaxed);
 }
 
 fn run_writer(
@@ -1793,6 +1808,46 @@ mod tests {
             bounded * 3 < unbounded,
             "the WAL grew to {bounded} bytes, and to {unbounded} without restarts"
         );
+    }
+
+    /// A reader that holds an old snapshot keeps the WAL from starting over; the writer gives
+    /// up waiting for it after a moment instead of holding every commit for the busy timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_read_does_not_stall_commits_while_the_wal_waits_to_restart() {
+        let dir = std::env::temp_dir().join(format!("tidemark-wal-reader-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store =
+            SqliteStore::open_with_wal_limit(&dir, Arc::new(Hub::new(16)), 256 << 10).unwrap();
+        let notes = key("alice", "notes");
+        let batch = |n: usize| {
+            let objects: Vec<String> = (0..64)
+                .map(|i| format!(r#"{{"id": "{n}-{i}", "data": "{}"}}"#, "x".repeat(1000)))
+                .collect();
+            format!(r#"{{"objects": [{}]}}"#, objects.join(","))
+        };
+        push(&store, &notes, &batch(0)).await;
+        let reader = Connection::open(dir.join("tidemark.sqlite3")).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let seen: i64 = reader
+            .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 64);
+        let started = std::time::Instant::now();
+        let mut slowest = Duration::ZERO;
+        let mut n = 1;
+        while started.elapsed() < Duration::from_secs(2) {
+            let sent = std::time::Instant::now();
+            push(&store, &notes, &batch(n)).await;
+            slowest = slowest.max(sent.elapsed());
+            n += 1;
+        }
+        // The WAL passed its limit within the first few pushes, so restarts were tried all
+        // along; waiting out the busy timeout (5 s) on each would show here.
+        assert!(n > 20, "only {n} pushes in 2 s");
+        assert!(slowest < Duration::from_secs(1), "a push took {slowest:?}");
+        reader.execute_batch("COMMIT").unwrap();
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The pull route's JSON, written straight from the rows, is the page `pull` reads.
