@@ -676,11 +676,11 @@ const METHOD: &str = r#"## How Tidemark's operations map to Kinto's
   collection is loaded the fastest way each system takes (Tidemark: 4 concurrent pushes of
   1,000; Kinto: one push of 100 at a time, as bigger batches and concurrent writers are slower
   there or refused); the load rate is listed for context. Each system gets the same time budget
-  and stops where it is when it runs out. The growth is run once per system. Flat means the
-  median of the last three points is at most 1.5 times the median of the first three (with
-  fewer than six points, half of them at each end): one point is only 20 samples taken in a
-  fraction of a second, and one of them can catch the machine busy, which a trend across
-  sizes does not. The last point ÷ the first is listed too.
+  and stops where it is when it runs out (the pauses count). The growth is run once per system.
+  Flat means the median of the last three points is at most 1.5 times the median of the first
+  three (with fewer than six points, half of them at each end): one point is only 20 samples
+  taken in a fraction of a second, and one of them can catch the machine busy, which a trend
+  across sizes does not. The last point ÷ the first is listed too.
 - **Repetitions.** Every other measurement is repeated (5 times in the full run) and the table
   shows the median; every repetition is listed above.
 

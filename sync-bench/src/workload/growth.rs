@@ -54,7 +54,8 @@ pub async fn run(ctx: &Arc<Ctx>) -> anyhow::Result<GrowthResult> {
             cursor = cursor.max(loaded.max_version);
             load_records_per_s = loaded.records as f64 / loaded.seconds;
             stopped_by_budget = size < target;
-            tokio::time::sleep(Duration::from_secs_f64(p.growth_pause_secs)).await;
+            let pause = Duration::try_from_secs_f64(p.growth_pause_secs).unwrap_or_default();
+            tokio::time::sleep(pause).await;
         }
 
         let pushes: Vec<_> = (0..p.growth_samples)
