@@ -1418,7 +1418,8 @@ async fn write_rows(
 /// Listens for commits of every node and publishes them to this node's hub, reconnecting
 /// forever (the task is aborted at shutdown).
 ///
-/// `listening` hears whether the first attempt got as far as listening.
+/// `listening` hears whether the first attempt got as far as listening; it is taken then, so
+/// every later attempt is a reconnection.
 async fn listen(
     config: tokio_postgres::Config,
     channel: String,
@@ -1427,24 +1428,13 @@ async fn listen(
     listening: oneshot::Sender<Result<(), String>>,
 ) {
     let mut listening = Some(listening);
-    let mut connected_before = false;
     loop {
-        let result = listen_once(
-            &config,
-            &channel,
-            &pool,
-            &hub,
-            connected_before,
-            &mut listening,
-        )
-        .await;
-        if let Err(error) = result {
+        if let Err(error) = listen_once(&config, &channel, &pool, &hub, &mut listening).await {
             if let Some(first) = listening.take() {
                 let _ = first.send(Err(error.clone()));
             }
             tracing::warn!(%error, "the notification listener lost its connection; reconnecting");
         }
-        connected_before = true;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -1454,7 +1444,6 @@ async fn listen_once(
     channel: &str,
     pool: &Pool,
     hub: &Hub,
-    reconnecting: bool,
     listening: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
@@ -1480,12 +1469,11 @@ async fn listen_once(
         .batch_execute(&format!("LISTEN \"{channel}\""))
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(first) = listening.take() {
-        let _ = first.send(Ok(()));
-    }
-    if reconnecting {
+    match listening.take() {
+        // Start-up may go on: from now on every commit is heard.
+        Some(first) => drop(first.send(Ok(()))),
         // Commits made while we were not listening were not heard: every stream catches up.
-        hub.publish_everywhere(LiveEvent::Gap);
+        None => hub.publish_everywhere(LiveEvent::Gap),
     }
     while let Some(payload) = received.recv().await {
         if overflowed.swap(false, Ordering::Relaxed) {
