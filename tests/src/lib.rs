@@ -505,7 +505,7 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// The server binary as a command with a clean environment: the server reads every flag from
 /// a `TIDEMARK_*` variable too, and one left in the caller's environment must not change what a
 /// test runs against.
-fn server_command() -> Command {
+pub fn server_command() -> Command {
     let mut command = Command::new(server_binary());
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("TIDEMARK_") {

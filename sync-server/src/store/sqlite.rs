@@ -1736,6 +1736,19 @@ mod tests {
         ));
     }
 
+    /// A push body of 64 new records of about 1 KB each, with ids `{prefix}-0` to `{prefix}-63`.
+    fn batch_of_64(prefix: &str) -> String {
+        let objects: Vec<String> = (0..64)
+            .map(|i| {
+                format!(
+                    r#"{{"id": "{prefix}-{i}", "data": "{}"}}"#,
+                    "x".repeat(1000)
+                )
+            })
+            .collect();
+        format!(r#"{{"objects": [{}]}}"#, objects.join(","))
+    }
+
     /// The size of the WAL file: SQLite overwrites it from the start after a restart and never
     /// shrinks it while open, so this is the most it ever held.
     fn wal_file_bytes(dir: &Path) -> u64 {
@@ -1754,23 +1767,12 @@ mod tests {
                 .unwrap(),
         );
         let notes = key("alice", "notes");
-        let data = "x".repeat(1000);
         let pushers: Vec<_> = (0..4)
             .map(|client| {
-                let (store, notes, data) = (store.clone(), notes.clone(), data.clone());
+                let (store, notes) = (store.clone(), notes.clone());
                 tokio::spawn(async move {
                     for batch in 0..96 {
-                        let objects: Vec<String> = (0..64)
-                            .map(|i| {
-                                format!(r#"{{"id": "{client}-{batch}-{i}", "data": "{data}"}}"#)
-                            })
-                            .collect();
-                        push(
-                            &store,
-                            &notes,
-                            &format!(r#"{{"objects": [{}]}}"#, objects.join(",")),
-                        )
-                        .await;
+                        push(&store, &notes, &batch_of_64(&format!("{client}-{batch}"))).await;
                     }
                 })
             })
@@ -1819,13 +1821,7 @@ mod tests {
         let store =
             SqliteStore::open_with_wal_limit(&dir, Arc::new(Hub::new(16)), 256 << 10).unwrap();
         let notes = key("alice", "notes");
-        let batch = |n: usize| {
-            let objects: Vec<String> = (0..64)
-                .map(|i| format!(r#"{{"id": "{n}-{i}", "data": "{}"}}"#, "x".repeat(1000)))
-                .collect();
-            format!(r#"{{"objects": [{}]}}"#, objects.join(","))
-        };
-        push(&store, &notes, &batch(0)).await;
+        push(&store, &notes, &batch_of_64("0")).await;
         let reader = Connection::open(dir.join("tidemark.sqlite3")).unwrap();
         reader.execute_batch("BEGIN").unwrap();
         let seen: i64 = reader
@@ -1837,7 +1833,7 @@ mod tests {
         let mut n = 1;
         while started.elapsed() < Duration::from_secs(2) {
             let sent = std::time::Instant::now();
-            push(&store, &notes, &batch(n)).await;
+            push(&store, &notes, &batch_of_64(&n.to_string())).await;
             slowest = slowest.max(sent.elapsed());
             n += 1;
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tidemark_tests::{pg, run_to_exit, server_binary, wait_until, Backend, Schema, Server};
+use tidemark_tests::{pg, run_to_exit, server_command, wait_until, Backend, Schema, Server};
 
 /// Writes `text` to a file in a temporary directory that lives as long as the returned guard.
 fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
@@ -184,7 +184,7 @@ fn a_config_file_can_point_nodes_at_postgresql() {
 #[test]
 fn help_and_version_exit_cleanly_and_a_mistyped_flag_is_a_usage_error() {
     let run = |arg: &str| {
-        std::process::Command::new(server_binary())
+        server_command()
             .arg(arg)
             .env("RUST_BACKTRACE", "1")
             .output()
